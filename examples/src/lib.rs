@@ -1,0 +1,1 @@
+//! Demo token service and protected API.

@@ -1,0 +1,8 @@
+//! token-mgmt: OAuth 2.0 client-credentials token management for worker applications.
+
+pub mod di;
+pub mod hosting;
+pub mod http;
+pub mod tokens;
+
+pub use token_mgmt_macros::Worker;
