@@ -190,7 +190,10 @@ impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpClient")
             .field("name", &self.inner.name)
-            .field("base_address", &self.inner.base_address.as_ref().map(redacted))
+            .field(
+                "base_address",
+                &self.inner.base_address.as_ref().map(redacted),
+            )
             .finish_non_exhaustive()
     }
 }

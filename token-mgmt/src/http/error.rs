@@ -24,7 +24,10 @@ pub enum InvalidUrlReason {
 #[non_exhaustive]
 pub enum CreateClientError {
     /// No client of that name is registered.
-    #[error("no HTTP client named `{name}` is registered; registered clients: {}", NameList(registered))]
+    #[error(
+        "no HTTP client named `{name}` is registered; registered clients: {}",
+        NameList(registered)
+    )]
     UnknownClient {
         /// The requested name.
         name: String,

@@ -114,14 +114,14 @@ impl HttpClientFactory {
     /// [`CreateClientError::UnknownClient`] (listing the registered names) when no client has that
     /// name; [`CreateClientError::Build`] when reqwest cannot build the client.
     pub fn create_client(&self, name: &str) -> Result<HttpClient, CreateClientError> {
-        let slot = self
-            .inner
-            .clients
-            .get(name)
-            .ok_or_else(|| CreateClientError::UnknownClient {
-                name: name.to_owned(),
-                registered: self.names().map(str::to_owned).collect(),
-            })?;
+        let slot =
+            self.inner
+                .clients
+                .get(name)
+                .ok_or_else(|| CreateClientError::UnknownClient {
+                    name: name.to_owned(),
+                    registered: self.names().map(str::to_owned).collect(),
+                })?;
         if let Some(client) = slot.built.get() {
             return Ok(client.clone());
         }

@@ -85,7 +85,10 @@ impl fmt::Debug for HttpClientOptions {
     /// Lists header *names* only: default headers may carry credentials.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpClientOptions")
-            .field("base_address", &self.base_address.as_ref().map(super::resolve::redacted))
+            .field(
+                "base_address",
+                &self.base_address.as_ref().map(super::resolve::redacted),
+            )
             .field("default_headers", &HeaderNames(&self.default_headers))
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)

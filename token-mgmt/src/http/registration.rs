@@ -77,7 +77,10 @@ impl HttpClientRegistration {
     /// network, whatever order `with` and `set_innermost` are called in. Meant for a handler that must
     /// see every attempt of the request (a token handler, below any retry middleware). Returns the
     /// middleware it replaces, if any.
-    pub fn set_innermost(&mut self, middleware: Arc<dyn Middleware>) -> Option<Arc<dyn Middleware>> {
+    pub fn set_innermost(
+        &mut self,
+        middleware: Arc<dyn Middleware>,
+    ) -> Option<Arc<dyn Middleware>> {
         self.innermost.replace(middleware)
     }
 

@@ -51,10 +51,19 @@ mod tests {
     #[test]
     fn resolves_like_dotnet() {
         let b = base("http://h/api/");
-        assert_eq!(resolve(Some(&b), "test").unwrap().as_str(), "http://h/api/test");
-        assert_eq!(resolve(Some(&b), "/test").unwrap().as_str(), "http://h/test");
+        assert_eq!(
+            resolve(Some(&b), "test").unwrap().as_str(),
+            "http://h/api/test"
+        );
+        assert_eq!(
+            resolve(Some(&b), "/test").unwrap().as_str(),
+            "http://h/test"
+        );
         assert_eq!(resolve(Some(&b), "").unwrap().as_str(), "http://h/api/");
-        assert_eq!(resolve(Some(&b), "a/b?x=1").unwrap().as_str(), "http://h/api/a/b?x=1");
+        assert_eq!(
+            resolve(Some(&b), "a/b?x=1").unwrap().as_str(),
+            "http://h/api/a/b?x=1"
+        );
         let b = base("http://h/api");
         assert_eq!(resolve(Some(&b), "test").unwrap().as_str(), "http://h/test");
         assert_eq!(
@@ -73,7 +82,10 @@ mod tests {
             resolve(None, "ftp://h/x"),
             Err(InvalidUrlReason::UnsupportedScheme(s)) if s == "ftp"
         ));
-        assert!(matches!(resolve(None, "http://[::1"), Err(InvalidUrlReason::Parse(_))));
+        assert!(matches!(
+            resolve(None, "http://[::1"),
+            Err(InvalidUrlReason::Parse(_))
+        ));
         assert_eq!(resolve(None, "http://h/x").unwrap().as_str(), "http://h/x");
     }
 
