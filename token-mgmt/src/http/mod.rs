@@ -48,5 +48,5 @@ mod resolve;
 pub use client::HttpClient;
 pub use error::{CreateClientError, HttpError, InvalidUrlReason};
 pub use factory::{HttpClientFactory, HttpClientFactoryBuilder};
-pub use options::HttpClientOptions;
+pub use options::{DEFAULT_TIMEOUT, HttpClientOptions};
 pub use registration::HttpClientRegistration;
