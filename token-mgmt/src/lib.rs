@@ -6,3 +6,6 @@ pub mod http;
 pub mod tokens;
 
 pub use token_mgmt_macros::Worker;
+
+/// A boxed error that can cross threads: the error type of configuration closures and factories.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,1 +1,52 @@
-//! http
+//! Named HTTP clients, like .NET's `IHttpClientFactory`.
+//!
+//! Register each client once by name with its [`HttpClientOptions`] (base address, default headers,
+//! timeout) and an ordered list of [`reqwest_middleware::Middleware`]s in an
+//! [`HttpClientFactoryBuilder`], build an [`HttpClientFactory`], then ask it for clients:
+//!
+//! ```no_run
+//! use token_mgmt::http::{HttpClientFactory, HttpClientOptions};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut builder = HttpClientFactory::builder();
+//! builder.register("api").options_mut().base_address = Some("http://localhost:5000/api/".parse()?);
+//! let factory = builder.build();
+//!
+//! let client = factory.create_client("api")?;          // cheap: built once per name
+//! let body = client.get_string("test").await?;         // GET http://localhost:5000/api/test
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Middleware order
+//!
+//! Middleware run in the order they were added: the first added is the outermost (sees the request
+//! first and the response last). One extra *innermost* slot
+//! ([`HttpClientRegistration::set_innermost`]) always runs last, closest to the network, whatever
+//! the order of the other calls: that is where a token handler belongs, so that outer middleware
+//! (retries, for example) get a fresh token on each attempt.
+//!
+//! # Redirects
+//!
+//! Clients keep reqwest's default redirect policy: up to 10 redirects are followed, and when a
+//! redirect leaves the origin (scheme, host or port changes) reqwest removes `Authorization`,
+//! `Cookie`, `Proxy-Authorization` and `WWW-Authenticate` from the redirected request. Redirects are
+//! followed *below* the middleware chain (inside `reqwest::Client::execute`), so a header that a
+//! middleware set is also stripped before it can reach another origin.
+//!
+//! This module knows nothing of tokens or of the service container: the token handler is plugged in
+//! as an ordinary `Arc<dyn Middleware>`.
+
+mod client;
+mod error;
+mod factory;
+mod invalid_url;
+mod options;
+mod registration;
+mod resolve;
+
+pub use client::HttpClient;
+pub use error::{CreateClientError, HttpError, InvalidUrlReason};
+pub use factory::{HttpClientFactory, HttpClientFactoryBuilder};
+pub use options::{DEFAULT_TIMEOUT, HttpClientOptions};
+pub use registration::HttpClientRegistration;

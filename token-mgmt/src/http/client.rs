@@ -1,0 +1,199 @@
+//! [`HttpClient`]: a cheap handle on one named, built client.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::Method;
+use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
+use url::Url;
+
+use super::error::HttpError;
+use super::invalid_url::{InvalidUrl, PLACEHOLDER_URL};
+use super::resolve::{redacted, resolve};
+
+/// A named HTTP client made by [`HttpClientFactory::create_client`](super::HttpClientFactory::create_client).
+///
+/// Cloning is cheap (one `Arc`), and every client of one name made by one factory shares the same
+/// `reqwest::Client`, hence the same connection pool, and the same middleware chain.
+///
+/// # Paths
+///
+/// Request methods take a path that is resolved against the client's base address
+/// ([`HttpClientOptions::base_address`](super::HttpClientOptions::base_address)), like .NET:
+/// `https://h/api/` + `test` is `https://h/api/test`. An absolute `http`/`https` URL is used as it is.
+///
+/// # A path that does not resolve
+///
+/// [`get`](Self::get), [`post`](Self::post), ... and [`request`](Self::request) return a
+/// `reqwest_middleware::RequestBuilder`, like reqwest. When the path does not resolve (relative with
+/// no base address, not a URL, another scheme), nothing is sent and `send()` fails with
+/// `reqwest_middleware::Error::Middleware` holding an [`HttpError::InvalidUrl`] (downcast it, or
+/// use [`try_request`](Self::try_request) to get the error before sending). [`get_string`](Self::get_string)
+/// returns the `HttpError::InvalidUrl` directly.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    base_address: Option<Url>,
+    client: ClientWithMiddleware,
+    /// Same reqwest client, with only the middleware that refuses an unresolved path.
+    reject: ClientWithMiddleware,
+}
+
+impl HttpClient {
+    pub(crate) fn new(
+        name: String,
+        base_address: Option<Url>,
+        client: ClientWithMiddleware,
+        reject: ClientWithMiddleware,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name,
+                base_address,
+                client,
+                reject,
+            }),
+        }
+    }
+
+    /// The client's registered name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The base address relative paths are resolved against.
+    pub fn base_address(&self) -> Option<&Url> {
+        self.inner.base_address.as_ref()
+    }
+
+    /// The full URL a path resolves to.
+    pub fn resolve(&self, path: impl AsRef<str>) -> Result<Url, HttpError> {
+        let path = path.as_ref();
+        resolve(self.base_address(), path).map_err(|reason| HttpError::InvalidUrl {
+            client: self.inner.name.clone(),
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Whether both handles share one built client (one connection pool, one middleware chain).
+    pub fn shares_pool_with(&self, other: &HttpClient) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The underlying client with its middleware chain, for anything this type does not wrap.
+    pub fn inner(&self) -> &ClientWithMiddleware {
+        &self.inner.client
+    }
+
+    /// Starts a request with any method. See [the type docs](HttpClient#a-path-that-does-not-resolve)
+    /// for a path that does not resolve.
+    pub fn request(&self, method: Method, path: impl AsRef<str>) -> RequestBuilder {
+        let path = path.as_ref();
+        match resolve(self.base_address(), path) {
+            Ok(url) => self.inner.client.request(method, url),
+            Err(reason) => self
+                .inner
+                .reject
+                .request(method, PLACEHOLDER_URL.clone())
+                .with_extension(InvalidUrl {
+                    client: self.inner.name.clone(),
+                    path: path.to_owned(),
+                    reason,
+                }),
+        }
+    }
+
+    /// Starts a request, failing now if the path does not resolve.
+    pub fn try_request(
+        &self,
+        method: Method,
+        path: impl AsRef<str>,
+    ) -> Result<RequestBuilder, HttpError> {
+        let url = self.resolve(path)?;
+        Ok(self.inner.client.request(method, url))
+    }
+
+    /// Starts a `GET` request.
+    pub fn get(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    /// Starts a `POST` request.
+    pub fn post(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    /// Starts a `PUT` request.
+    pub fn put(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::PUT, path)
+    }
+
+    /// Starts a `PATCH` request.
+    pub fn patch(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::PATCH, path)
+    }
+
+    /// Starts a `DELETE` request.
+    pub fn delete(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// Starts a `HEAD` request.
+    pub fn head(&self, path: impl AsRef<str>) -> RequestBuilder {
+        self.request(Method::HEAD, path)
+    }
+
+    /// `GET`s `path` and returns the body as text, like .NET's `GetStringAsync`.
+    ///
+    /// A non-success status (anything but 2xx) is an [`HttpError::Status`] with the status and the
+    /// (redacted) URL; the body of such a response is not read.
+    pub async fn get_string(&self, path: impl AsRef<str>) -> Result<String, HttpError> {
+        let url = self.resolve(path)?;
+        let shown = redacted(&url);
+        let method = Method::GET;
+        let response = self
+            .inner
+            .client
+            .request(method.clone(), url)
+            .send()
+            .await
+            .map_err(|source| HttpError::Request {
+                client: self.inner.name.clone(),
+                method: method.clone(),
+                url: shown.clone(),
+                source: source.without_url(),
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(HttpError::Status {
+                client: self.inner.name.clone(),
+                method,
+                url: shown,
+                status,
+            });
+        }
+        response.text().await.map_err(|source| HttpError::Body {
+            client: self.inner.name.clone(),
+            method,
+            url: shown,
+            source: source.without_url(),
+        })
+    }
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("name", &self.inner.name)
+            .field(
+                "base_address",
+                &self.inner.base_address.as_ref().map(redacted),
+            )
+            .finish_non_exhaustive()
+    }
+}
