@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use token_mgmt::di::{Dependency, Injectable, NamedService, ResolveError, ServiceCollection, ServiceProvider};
+use token_mgmt::di::{
+    Dependency, Injectable, NamedService, ResolveError, ServiceCollection, ServiceProvider,
+};
 use token_mgmt::prelude::*;
 
 #[derive(Debug, PartialEq)]
@@ -45,7 +47,10 @@ fn fields_are_resolved_by_type_and_defaulted() {
     let provider = provider();
     let worker = Full::inject(&provider).unwrap();
     assert_eq!(worker.settings.interval_secs, 5);
-    assert!(Arc::ptr_eq(&worker.settings, &provider.get::<Settings>().unwrap()));
+    assert!(Arc::ptr_eq(
+        &worker.settings,
+        &provider.get::<Settings>().unwrap()
+    ));
     assert_eq!(worker.handle, Handle("shared".into()));
     assert!(worker.provider.contains::<Settings>());
     assert!(worker.maybe.is_none());
@@ -73,15 +78,24 @@ fn a_missing_field_service_names_the_field_the_type_and_the_worker() {
         panic!("the worker was built without its services");
     };
     match &error {
-        ResolveError::Field { target, field, error } => {
+        ResolveError::Field {
+            target,
+            field,
+            error,
+        } => {
             assert!(target.ends_with("::Full"));
             assert_eq!(*field, "settings");
-            assert!(matches!(**error, ResolveError::NotRegistered { service, required_by: Some(by) } if service.ends_with("::Settings") && by.ends_with("::Full")));
+            assert!(
+                matches!(**error, ResolveError::NotRegistered { service, required_by: Some(by) } if service.ends_with("::Settings") && by.ends_with("::Full"))
+            );
         }
         other => panic!("expected a field error, got {other:?}"),
     }
     let text = error.to_string();
-    assert!(text.contains("`settings`") && text.contains("Settings") && text.contains("Full"), "{text}");
+    assert!(
+        text.contains("`settings`") && text.contains("Settings") && text.contains("Full"),
+        "{text}"
+    );
 }
 
 /// Stands in for the HTTP client: resolved by name through the `NamedService` hook.
@@ -133,7 +147,9 @@ fn named_clients_go_through_the_named_service_hook() {
         [Dependency::required::<Handle>().with_name("orders")]
     );
 
-    let error = UsesClients::inject(&provider).map(|w| (w.orders, w.unknown)).unwrap_err();
+    let error = UsesClients::inject(&provider)
+        .map(|w| (w.orders, w.unknown))
+        .unwrap_err();
     assert!(
         matches!(&error, ResolveError::Field { field: "unknown", error, .. } if matches!(**error, ResolveError::Named { ref name, .. } if name == "unknown")),
         "{error:?}"
@@ -165,7 +181,10 @@ fn type_parameters_are_carried_over() {
     let provider = provider();
     let worker = Generic::<Settings>::inject(&provider).unwrap();
     assert_eq!(worker.value.interval_secs, 5);
-    assert_eq!(Generic::<Settings>::dependencies(), [Dependency::required::<Settings>()]);
+    assert_eq!(
+        Generic::<Settings>::dependencies(),
+        [Dependency::required::<Settings>()]
+    );
 }
 
 mod reexport {

@@ -74,14 +74,18 @@ fn missing_service_error_names_the_type_and_the_requester() {
     let provider = services.build().unwrap();
     assert!(provider.get::<A>().is_none());
     let error = provider.get_required::<A>().unwrap_err();
-    assert!(matches!(error, ResolveError::NotRegistered { service, required_by: None } if service.ends_with("::A")));
+    assert!(
+        matches!(error, ResolveError::NotRegistered { service, required_by: None } if service.ends_with("::A"))
+    );
 
     let error = provider.get_required::<C>().unwrap_err();
     let ResolveError::Factory { service, source } = &error else {
         panic!("expected a factory error, got {error:?}");
     };
     assert!(service.ends_with("::C"));
-    let inner = source.downcast_ref::<ResolveError>().expect("the cause is a ResolveError");
+    let inner = source
+        .downcast_ref::<ResolveError>()
+        .expect("the cause is a ResolveError");
     assert!(
         matches!(inner, ResolveError::NotRegistered { service, required_by: Some(by) } if service.ends_with("::A") && by.ends_with("::C")),
         "{inner:?}"
@@ -97,10 +101,21 @@ fn build_reports_two_missing_dependencies_in_one_error() {
     let error = services.build().unwrap_err();
     let missing = missing(error.problems());
     assert_eq!(missing.len(), 2, "{error}");
-    assert!(missing.iter().any(|(s, by)| s.ends_with("::A") && by.ends_with("::NeedsAB")));
-    assert!(missing.iter().any(|(s, by)| s.ends_with("::B") && by.ends_with("::NeedsAB")));
+    assert!(
+        missing
+            .iter()
+            .any(|(s, by)| s.ends_with("::A") && by.ends_with("::NeedsAB"))
+    );
+    assert!(
+        missing
+            .iter()
+            .any(|(s, by)| s.ends_with("::B") && by.ends_with("::NeedsAB"))
+    );
     let text = error.to_string();
-    assert!(text.contains("2 problems") && text.contains("di::A") && text.contains("di::B"), "{text}");
+    assert!(
+        text.contains("2 problems") && text.contains("di::A") && text.contains("di::B"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -162,7 +177,10 @@ fn undeclared_cycle_is_an_error_not_a_deadlock() {
     };
     assert_eq!(path.len(), 3, "{path:?}");
     // Nothing was cached and nothing is stuck: a second attempt reports the same.
-    assert!(matches!(provider.get_required::<B>(), Err(ResolveError::Cycle { .. })));
+    assert!(matches!(
+        provider.get_required::<B>(),
+        Err(ResolveError::Cycle { .. })
+    ));
 }
 
 #[test]
@@ -195,8 +213,12 @@ fn recorded_errors_checks_and_missing_dependencies_are_reported_together() {
     let error = services.build().unwrap_err();
     let problems = error.problems();
     assert_eq!(problems.len(), 3, "{error}");
-    assert!(problems.iter().any(|p| matches!(p, BuildProblem::Configuration { context, .. } if context == "client `api`")));
-    assert!(problems.iter().any(|p| matches!(p, BuildProblem::Custom { message } if message == "B must be registered")));
+    assert!(problems.iter().any(
+        |p| matches!(p, BuildProblem::Configuration { context, .. } if context == "client `api`")
+    ));
+    assert!(problems.iter().any(
+        |p| matches!(p, BuildProblem::Custom { message } if message == "B must be registered")
+    ));
     assert_eq!(missing(problems).len(), 1);
 }
 
@@ -205,13 +227,22 @@ fn declared_dependencies_are_checked_and_listed() {
     let mut services = ServiceCollection::new();
     services.declare_dependencies(
         "my::Worker",
-        vec![Dependency::required::<A>().with_name("primary"), Dependency::optional::<B>()],
+        vec![
+            Dependency::required::<A>().with_name("primary"),
+            Dependency::optional::<B>(),
+        ],
     );
     let listed: Vec<_> = services
         .declared_dependencies()
         .map(|(by, d)| (by.to_owned(), d.name().map(str::to_owned)))
         .collect();
-    assert_eq!(listed, [("my::Worker".to_owned(), Some("primary".to_owned())), ("my::Worker".to_owned(), None)]);
+    assert_eq!(
+        listed,
+        [
+            ("my::Worker".to_owned(), Some("primary".to_owned())),
+            ("my::Worker".to_owned(), None)
+        ]
+    );
     let error = services.build().unwrap_err();
     assert!(
         matches!(error.problems(), [BuildProblem::MissingDependency { required_by, name: Some(name), .. }] if required_by == "my::Worker" && name == "primary"),
@@ -228,11 +259,20 @@ struct Registry {
 fn extension_state_moves_into_the_provider() {
     let mut services = ServiceCollection::new();
     assert!(services.extension::<Registry>().is_none());
-    services.extension_mut::<Registry>().names.push("one".into());
-    services.extension_mut::<Registry>().names.push("two".into());
+    services
+        .extension_mut::<Registry>()
+        .names
+        .push("one".into());
+    services
+        .extension_mut::<Registry>()
+        .names
+        .push("two".into());
     assert_eq!(services.extension::<Registry>().unwrap().names.len(), 2);
     let provider = services.build().unwrap();
-    assert_eq!(provider.extension::<Registry>().unwrap().names, ["one", "two"]);
+    assert_eq!(
+        provider.extension::<Registry>().unwrap().names,
+        ["one", "two"]
+    );
     assert!(provider.extension::<String>().is_none());
 }
 
@@ -255,12 +295,24 @@ fn inject_by_clone_hands_out_clones_of_the_singleton() {
     let provider = services.build().unwrap();
     let handle = Handle::from_provider(&provider).unwrap();
     handle.shared.store(9, Ordering::SeqCst);
-    assert_eq!(Handle::from_provider(&provider).unwrap().shared.load(Ordering::SeqCst), 9);
+    assert_eq!(
+        Handle::from_provider(&provider)
+            .unwrap()
+            .shared
+            .load(Ordering::SeqCst),
+        9
+    );
     assert_eq!(*provider.get_required::<usize>().unwrap(), 9);
-    assert_eq!(<Handle as FromProvider>::dependencies(), [Dependency::required::<Handle>()]);
+    assert_eq!(
+        <Handle as FromProvider>::dependencies(),
+        [Dependency::required::<Handle>()]
+    );
 
     let empty = ServiceCollection::new().build().unwrap();
-    assert!(matches!(Handle::from_provider(&empty), Err(ResolveError::NotRegistered { .. })));
+    assert!(matches!(
+        Handle::from_provider(&empty),
+        Err(ResolveError::NotRegistered { .. })
+    ));
 }
 
 #[test]
@@ -314,14 +366,20 @@ async fn singleton_factory_runs_once_under_100_concurrent_resolutions() {
         tasks.push(tokio::task::spawn_blocking(move || {
             barrier.wait();
             arrived.fetch_add(1, Ordering::SeqCst);
-            provider.get_required::<C>().map(|c| Arc::as_ptr(&c) as usize)
+            provider
+                .get_required::<C>()
+                .map(|c| Arc::as_ptr(&c) as usize)
         }));
     }
     let mut pointers = Vec::new();
     for task in tasks {
         pointers.push(task.await.unwrap().unwrap());
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the factory ran more than once");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the factory ran more than once"
+    );
     pointers.dedup();
     assert_eq!(pointers.len(), 1, "every task got the same instance");
 }

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Barrier, Notify};
-use tokio::time::Instant;
 use token_mgmt::di::{BuildProblem, ResolveError};
 use token_mgmt::hosting::{RunningHost, WorkerFailurePolicy};
 use token_mgmt::prelude::*;
+use tokio::sync::{Barrier, Notify};
+use tokio::time::Instant;
 
 /// Guards every test: with the paused clock this fires as soon as the test is stuck.
 const STUCK: Duration = Duration::from_secs(3600);
@@ -87,15 +87,21 @@ fn start_with(
 async fn two_workers_run_concurrently_and_stop_cancels_both() {
     let probe = Probe::new(3);
     let host = start(&probe, |services| {
-        services.add_hosted_service::<WorkerA>().add_hosted_service::<WorkerB>();
+        services
+            .add_hosted_service::<WorkerA>()
+            .add_hosted_service::<WorkerB>();
     });
     // Both workers and the test meet at the barrier: only possible if both run at once.
-    tokio::time::timeout(STUCK, probe.barrier.wait()).await.expect("both workers started");
+    tokio::time::timeout(STUCK, probe.barrier.wait())
+        .await
+        .expect("both workers started");
     assert!(!probe.cancelled_a.load(Ordering::SeqCst));
     assert!(!probe.cancelled_b.load(Ordering::SeqCst));
 
     host.stop();
-    let result = tokio::time::timeout(STUCK, host.wait()).await.expect("host stopped");
+    let result = tokio::time::timeout(STUCK, host.wait())
+        .await
+        .expect("host stopped");
     assert!(result.is_ok(), "{result:?}");
     assert!(probe.cancelled_a.load(Ordering::SeqCst));
     assert!(probe.cancelled_b.load(Ordering::SeqCst));
@@ -123,7 +129,9 @@ async fn a_worker_ignoring_cancellation_is_reported_after_the_default_timeout() 
     });
     probe.started.notified().await;
     let stopping_at = Instant::now();
-    let result = tokio::time::timeout(STUCK, host.shutdown()).await.expect("shutdown returned");
+    let result = tokio::time::timeout(STUCK, host.shutdown())
+        .await
+        .expect("shutdown returned");
     let elapsed = stopping_at.elapsed();
     match result {
         Err(HostError::ShutdownTimeout { timeout, workers }) => {
@@ -147,7 +155,9 @@ async fn the_shutdown_timeout_is_configurable() {
     probe.started.notified().await;
     let stopping_at = Instant::now();
     let error = host.shutdown().await.unwrap_err();
-    assert!(matches!(error, HostError::ShutdownTimeout { timeout, .. } if timeout == Duration::from_secs(5)));
+    assert!(
+        matches!(error, HostError::ShutdownTimeout { timeout, .. } if timeout == Duration::from_secs(5))
+    );
     assert_eq!(stopping_at.elapsed().as_secs(), 5);
     assert!(error.to_string().contains("Stubborn"), "{error}");
 }
@@ -181,9 +191,13 @@ impl BackgroundService for Panicking {
 async fn a_worker_error_stops_the_host_and_names_the_worker() {
     let probe = Probe::new(2);
     let host = start(&probe, |services| {
-        services.add_hosted_service::<Failing>().add_hosted_service::<WorkerA>();
+        services
+            .add_hosted_service::<Failing>()
+            .add_hosted_service::<WorkerA>();
     });
-    let result = tokio::time::timeout(STUCK, host.wait()).await.expect("the failure stopped the host");
+    let result = tokio::time::timeout(STUCK, host.wait())
+        .await
+        .expect("the failure stopped the host");
     let error = result.unwrap_err();
     match &error {
         HostError::WorkerFailed { worker, error } => {
@@ -193,16 +207,23 @@ async fn a_worker_error_stops_the_host_and_names_the_worker() {
         other => panic!("expected a worker failure, got {other:?}"),
     }
     assert!(error.to_string().contains("Failing"), "{error}");
-    assert!(probe.cancelled_a.load(Ordering::SeqCst), "the other worker was cancelled");
+    assert!(
+        probe.cancelled_a.load(Ordering::SeqCst),
+        "the other worker was cancelled"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_worker_panic_stops_the_host_and_names_the_worker() {
     let probe = Probe::new(2);
     let host = start(&probe, |services| {
-        services.add_hosted_service::<Panicking>().add_hosted_service::<WorkerA>();
+        services
+            .add_hosted_service::<Panicking>()
+            .add_hosted_service::<WorkerA>();
     });
-    let result = tokio::time::timeout(STUCK, host.wait()).await.expect("the panic stopped the host");
+    let result = tokio::time::timeout(STUCK, host.wait())
+        .await
+        .expect("the panic stopped the host");
     match result {
         Err(HostError::WorkerPanicked { worker, message }) => {
             assert!(worker.ends_with("::Panicking"), "{worker}");
@@ -210,7 +231,10 @@ async fn a_worker_panic_stops_the_host_and_names_the_worker() {
         }
         other => panic!("expected a worker panic, got {other:?}"),
     }
-    assert!(probe.cancelled_a.load(Ordering::SeqCst), "the other worker was cancelled");
+    assert!(
+        probe.cancelled_a.load(Ordering::SeqCst),
+        "the other worker was cancelled"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -218,11 +242,16 @@ async fn the_ignore_policy_keeps_the_host_running() {
     let probe = Probe::new(2);
     let builder = Host::builder().worker_failure_policy(WorkerFailurePolicy::Ignore);
     let host = start_with(builder, &probe, |services| {
-        services.add_hosted_service::<Failing>().add_hosted_service::<WorkerA>();
+        services
+            .add_hosted_service::<Failing>()
+            .add_hosted_service::<WorkerA>();
     });
     // Let the failure happen and an hour pass: the host keeps running.
     tokio::time::sleep(Duration::from_secs(3600)).await;
-    assert!(!probe.cancelled_a.load(Ordering::SeqCst), "WorkerA still runs");
+    assert!(
+        !probe.cancelled_a.load(Ordering::SeqCst),
+        "WorkerA still runs"
+    );
     assert!(!host.lifetime().is_stop_requested());
     let result = host.shutdown().await;
     assert!(result.is_ok(), "{result:?}");
@@ -254,13 +283,17 @@ async fn a_stop_request_from_a_worker_ends_run() {
             Ok(())
         })
         .configure_services(|_ctx, services| {
-            services.add_hosted_service::<OneShot>().add_hosted_service::<WorkerA>();
+            services
+                .add_hosted_service::<OneShot>()
+                .add_hosted_service::<WorkerA>();
             Ok(())
         })
         .build()
         .unwrap();
     let stopped = host.lifetime().application_stopped();
-    let result = tokio::time::timeout(STUCK, host.run()).await.expect("run() returned");
+    let result = tokio::time::timeout(STUCK, host.run())
+        .await
+        .expect("run() returned");
     assert!(result.is_ok(), "{result:?}");
     assert!(probe.cancelled_a.load(Ordering::SeqCst));
     assert!(probe.cancelled_b.load(Ordering::SeqCst));
@@ -296,7 +329,9 @@ fn build_reports_both_missing_dependencies_of_a_worker() {
         .iter()
         .filter_map(|p| match p {
             BuildProblem::MissingDependency {
-                service, required_by, ..
+                service,
+                required_by,
+                ..
             } => Some((*service, required_by.as_str())),
             _ => None,
         })
@@ -312,7 +347,9 @@ fn configuration_errors_and_duplicate_workers_are_reported_by_build() {
     let error = Host::builder()
         .configure_services(|_ctx, services| {
             services.add_singleton(Probe::new(1));
-            services.add_hosted_service::<WorkerA>().add_hosted_service::<WorkerA>();
+            services
+                .add_hosted_service::<WorkerA>()
+                .add_hosted_service::<WorkerA>();
             let _: u16 = "70000".parse()?;
             Ok(())
         })
@@ -350,7 +387,16 @@ async fn a_worker_that_cannot_be_constructed_fails_start() {
     match host.run().await {
         Err(HostError::Construct { worker, error }) => {
             assert!(worker.ends_with("::BrokenDependency"));
-            assert!(matches!(&error, ResolveError::Field { field: "_value", .. }), "{error:?}");
+            assert!(
+                matches!(
+                    &error,
+                    ResolveError::Field {
+                        field: "_value",
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
             assert!(error.to_string().contains("no value today"), "{error}");
         }
         other => panic!("expected a construction error, got {other:?}"),
@@ -369,7 +415,10 @@ async fn the_default_builder_tolerates_an_existing_subscriber() {
     // other tests' output quiet), and calling it twice does not panic.
     let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
     let _ = Host::create_default_builder();
-    let host = Host::create_default_builder().handle_signals(false).build().unwrap();
+    let host = Host::create_default_builder()
+        .handle_signals(false)
+        .build()
+        .unwrap();
     let running = host.start().unwrap();
     running.stop();
     assert!(running.wait().await.is_ok());

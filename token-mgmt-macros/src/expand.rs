@@ -42,7 +42,8 @@ fn expand(input: &DeriveInput, krate: &Path, worker: &Worker<'_>) -> TokenStream
                 quote! { #name: #resolve #wrap }
             }
             Inject::Default => {
-                let build = quote_spanned! {ty.span()=> <#ty as ::core::default::Default>::default() };
+                let build =
+                    quote_spanned! {ty.span()=> <#ty as ::core::default::Default>::default() };
                 quote! { #name: #build }
             }
             Inject::Client(client) => {

@@ -12,12 +12,16 @@ pub(crate) struct RawKey {
 }
 
 /// Collects the keys of every attribute named `attr_name`; syntax errors go to `errors`.
-pub(crate) fn keys(attrs: &[Attribute], attr_name: &str, errors: &mut Vec<syn::Error>) -> Vec<RawKey> {
+pub(crate) fn keys(
+    attrs: &[Attribute],
+    attr_name: &str,
+    errors: &mut Vec<syn::Error>,
+) -> Vec<RawKey> {
     let mut keys = Vec::new();
     for attr in attrs.iter().filter(|a| a.path().is_ident(attr_name)) {
         if !matches!(attr.meta, Meta::List(_)) {
             errors.push(syn::Error::new(
-                attr.span(),
+                attr.path().span(),
                 format!("expected a list: `#[{attr_name}(...)]`"),
             ));
             continue;

@@ -34,15 +34,14 @@ pub(crate) fn crate_path(input: &DeriveInput, errors: &mut Vec<syn::Error>) -> P
                     errors.push(syn::Error::new(key.span, "duplicate `crate` key"));
                     continue;
                 }
-                match string_value(&key, errors) {
-                    Some(lit) => match lit.parse::<Path>() {
+                if let Some(lit) = string_value(&key, errors) {
+                    match lit.parse::<Path>() {
                         Ok(p) => path = Some(p),
                         Err(_) => errors.push(syn::Error::new(
                             lit.span(),
                             format!("`{}` is not a path", lit.value()),
                         )),
-                    },
-                    None => {}
+                    }
                 }
             }
             other => errors.push(syn::Error::new(
@@ -88,7 +87,11 @@ pub(crate) fn worker<'a>(input: &'a DeriveInput, errors: &mut Vec<syn::Error>) -
                     .filter_map(|f| {
                         let ident = f.ident.as_ref()?;
                         let inject = field_inject(&f.attrs, errors);
-                        Some(Field { ident, ty: &f.ty, inject })
+                        Some(Field {
+                            ident,
+                            ty: &f.ty,
+                            inject,
+                        })
                     })
                     .collect(),
             ),
@@ -127,7 +130,10 @@ fn field_inject(attrs: &[syn::Attribute], errors: &mut Vec<syn::Error>) -> Injec
                 }
                 if let Some(lit) = string_value(&key, errors) {
                     if lit.value().is_empty() {
-                        errors.push(syn::Error::new(lit.span(), "the client name must not be empty"));
+                        errors.push(syn::Error::new(
+                            lit.span(),
+                            "the client name must not be empty",
+                        ));
                     }
                     client = Some((key.span, lit));
                 }

@@ -63,7 +63,11 @@ impl ServiceCollection {
         }
     }
 
-    fn register<T: 'static>(&mut self, lifetime: Lifetime, dependencies: Vec<Dependency>) -> &mut Self {
+    fn register<T: 'static>(
+        &mut self,
+        lifetime: Lifetime,
+        dependencies: Vec<Dependency>,
+    ) -> &mut Self {
         let id = TypeId::of::<T>();
         if self.services.contains_key(&id) {
             self.problems.push(BuildProblem::Duplicate {
@@ -235,7 +239,11 @@ impl ServiceCollection {
             if dep.is_optional() || self.services.contains_key(&dep.type_id()) {
                 continue;
             }
-            if seen.insert((required_by.to_owned(), dep.type_id(), dep.name().map(str::to_owned))) {
+            if seen.insert((
+                required_by.to_owned(),
+                dep.type_id(),
+                dep.name().map(str::to_owned),
+            )) {
                 problems.push(BuildProblem::MissingDependency {
                     service: dep.type_name(),
                     required_by: required_by.to_owned(),
@@ -319,7 +327,9 @@ where
     Arc::new(move |provider: &ServiceProvider| f(provider).map(|value| Arc::new(value) as AnyArc))
 }
 
-fn with_deps<T, D, F>(f: F) -> impl Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static
+fn with_deps<T, D, F>(
+    f: F,
+) -> impl Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static
 where
     D: FromProvider + 'static,
     F: Fn(D) -> Result<T, BoxError> + Send + Sync + 'static,

@@ -114,7 +114,11 @@ impl fmt::Display for BuildError {
         match self.problems.as_slice() {
             [one] => write!(f, "invalid service configuration: {one}"),
             many => {
-                write!(f, "invalid service configuration ({} problems):", many.len())?;
+                write!(
+                    f,
+                    "invalid service configuration ({} problems):",
+                    many.len()
+                )?;
                 for p in many {
                     write!(f, "\n  - {p}")?;
                 }
@@ -192,7 +196,10 @@ impl ResolveError {
     }
 
     /// The service `T` named `name` could not be created.
-    pub fn named<T: ?Sized + 'static>(name: impl Into<String>, source: impl Into<BoxError>) -> Self {
+    pub fn named<T: ?Sized + 'static>(
+        name: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
         Self::Named {
             service: std::any::type_name::<T>(),
             name: name.into(),

@@ -134,6 +134,7 @@ impl FromProvider for ServiceProvider {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl FromProvider for () {
     fn from_provider(_: &ServiceProvider) -> Result<Self, ResolveError> {
         Ok(())
@@ -146,6 +147,7 @@ impl FromProvider for () {
 
 macro_rules! tuple_from_provider {
     ($($name:ident),+) => {
+        #[diagnostic::do_not_recommend]
         impl<$($name: FromProvider),+> FromProvider for ($($name,)+) {
             fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
                 Ok(($($name::from_provider(provider)?,)+))

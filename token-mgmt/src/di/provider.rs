@@ -46,7 +46,11 @@ struct Inner {
 /// The built container: resolves services by type. Cheap to clone (an `Arc` inside).
 ///
 /// Obtained from [`ServiceCollection::build`](super::ServiceCollection::build). Singletons are created
-/// at most once, on first resolution, even when many threads resolve them concurrently.
+/// at most once, on first resolution, even when many threads resolve them concurrently (first
+/// constructions are serialised per provider; resolving an already-built singleton takes no lock).
+///
+/// A singleton that keeps a clone of the provider keeps the whole container alive: that is the
+/// intended lifetime of an application's root container.
 #[derive(Clone)]
 pub struct ServiceProvider {
     inner: Arc<Inner>,
@@ -59,11 +63,15 @@ impl fmt::Debug for ServiceProvider {
             .services
             .values()
             .map(|s| match s {
-                Service::Singleton { type_name, .. } | Service::Transient { type_name, .. } => *type_name,
+                Service::Singleton { type_name, .. } | Service::Transient { type_name, .. } => {
+                    *type_name
+                }
             })
             .collect();
         names.sort_unstable();
-        f.debug_struct("ServiceProvider").field("services", &names).finish()
+        f.debug_struct("ServiceProvider")
+            .field("services", &names)
+            .finish()
     }
 }
 
@@ -83,7 +91,10 @@ impl Drop for ResolvingGuard {
 }
 
 impl ServiceProvider {
-    pub(crate) fn new(registrations: HashMap<TypeId, Registration>, extensions: Extensions) -> Self {
+    pub(crate) fn new(
+        registrations: HashMap<TypeId, Registration>,
+        extensions: Extensions,
+    ) -> Self {
         let services = registrations
             .into_iter()
             .map(|(id, r)| {
@@ -143,10 +154,11 @@ impl ServiceProvider {
     /// or the factory's error.
     pub fn get_required<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, ResolveError> {
         let any = self.resolve(TypeId::of::<T>(), type_name::<T>())?;
-        any.downcast::<T>().map_err(|_| ResolveError::NotRegistered {
-            service: type_name::<T>(),
-            required_by: None,
-        })
+        any.downcast::<T>()
+            .map_err(|_| ResolveError::NotRegistered {
+                service: type_name::<T>(),
+                required_by: None,
+            })
     }
 
     /// State of type `S` that extension methods stored with
@@ -194,7 +206,12 @@ impl ServiceProvider {
         }
     }
 
-    fn construct(&self, id: TypeId, name: &'static str, factory: &Factory) -> Result<AnyArc, ResolveError> {
+    fn construct(
+        &self,
+        id: TypeId,
+        name: &'static str,
+        factory: &Factory,
+    ) -> Result<AnyArc, ResolveError> {
         let me = self.id();
         let cycle = RESOLVING.with(|stack| {
             let mut stack = stack.borrow_mut();

@@ -21,7 +21,10 @@ pub struct Host {
 impl fmt::Debug for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Host")
-            .field("workers", &self.workers.iter().map(|w| w.name).collect::<Vec<_>>())
+            .field(
+                "workers",
+                &self.workers.iter().map(|w| w.name).collect::<Vec<_>>(),
+            )
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -128,7 +131,7 @@ pub struct RunningHost {
     provider: ServiceProvider,
     lifetime: ApplicationLifetime,
     options: HostOptions,
-    tasks: JoinSet<(usize, Result<Result<(), WorkerError>, Box<dyn Any + Send>>)>,
+    tasks: JoinSet<WorkerExit>,
     running: Vec<Option<&'static str>>,
     signals: Option<JoinHandle<()>>,
 }
@@ -136,12 +139,17 @@ pub struct RunningHost {
 impl fmt::Debug for RunningHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunningHost")
-            .field("running", &self.running.iter().flatten().collect::<Vec<_>>())
+            .field(
+                "running",
+                &self.running.iter().flatten().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
-type Joined = Result<(usize, Result<Result<(), WorkerError>, Box<dyn Any + Send>>), JoinError>;
+/// A worker task's output: its index and its result, or its panic payload.
+type WorkerExit = (usize, Result<Result<(), WorkerError>, Box<dyn Any + Send>>);
+type Joined = Result<WorkerExit, JoinError>;
 
 impl RunningHost {
     /// Requests a graceful shutdown (same as [`ApplicationLifetime::stop_application`]).
@@ -191,7 +199,9 @@ impl RunningHost {
         let drained = tokio::time::timeout(timeout, async {
             while let Some(joined) = self.tasks.join_next().await {
                 if let Some(error) = self.record_exit(joined) {
-                    if self.options.failure_policy == WorkerFailurePolicy::StopHost && failure.is_none() {
+                    if self.options.failure_policy == WorkerFailurePolicy::StopHost
+                        && failure.is_none()
+                    {
                         failure = Some(error);
                     }
                 }
@@ -205,7 +215,11 @@ impl RunningHost {
         };
         if drained.is_err() {
             let workers: Vec<&'static str> = self.running.iter().flatten().copied().collect();
-            tracing::error!(?timeout, ?workers, "workers did not stop within the shutdown timeout; aborting them");
+            tracing::error!(
+                ?timeout,
+                ?workers,
+                "workers did not stop within the shutdown timeout; aborting them"
+            );
             self.tasks.abort_all();
             if result.is_ok() {
                 result = Err(HostError::ShutdownTimeout { timeout, workers });
@@ -224,7 +238,11 @@ impl RunningHost {
                 return None;
             }
         };
-        let worker = self.running.get_mut(index).and_then(Option::take).unwrap_or("<unknown>");
+        let worker = self
+            .running
+            .get_mut(index)
+            .and_then(Option::take)
+            .unwrap_or("<unknown>");
         match outcome {
             Ok(Ok(())) => {
                 tracing::info!(worker, "worker completed");

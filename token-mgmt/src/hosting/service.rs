@@ -15,7 +15,10 @@ use crate::di::{BuildProblem, Injectable, ResolveError, ServiceCollection, Servi
 /// ([`WorkerFailurePolicy`](super::WorkerFailurePolicy)).
 pub trait BackgroundService: Send + Sync + 'static {
     /// The worker's body.
-    fn execute(&self, stopping: CancellationToken) -> impl Future<Output = Result<(), WorkerError>> + Send;
+    fn execute(
+        &self,
+        stopping: CancellationToken,
+    ) -> impl Future<Output = Result<(), WorkerError>> + Send;
 }
 
 pub(crate) type WorkerFuture = Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send>>;
@@ -52,7 +55,11 @@ pub trait HostedServiceExt {
 impl HostedServiceExt for ServiceCollection {
     fn add_hosted_service<W: Injectable + BackgroundService>(&mut self) -> &mut Self {
         let hosted = self.extension_mut::<HostedServices>();
-        if hosted.entries.iter().any(|e| e.type_id == TypeId::of::<W>()) {
+        if hosted
+            .entries
+            .iter()
+            .any(|e| e.type_id == TypeId::of::<W>())
+        {
             self.record_problem(BuildProblem::Duplicate {
                 service: type_name::<W>(),
                 what: "hosted service",
