@@ -1,0 +1,205 @@
+//! `#[derive(Worker)]`: construction from the provider.
+
+use std::sync::Arc;
+
+use token_mgmt::di::{
+    Dependency, Injectable, NamedService, ResolveError, ServiceCollection, ServiceProvider,
+};
+use token_mgmt::prelude::*;
+
+#[derive(Debug, PartialEq)]
+struct Settings {
+    interval_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Handle(Arc<str>);
+token_mgmt::inject_by_clone!(Handle);
+
+#[derive(Debug, Default, PartialEq)]
+struct Counters {
+    runs: u32,
+}
+
+struct Unregistered;
+
+#[derive(Worker)]
+struct Full {
+    settings: Arc<Settings>,
+    handle: Handle,
+    provider: ServiceProvider,
+    maybe: Option<Arc<Unregistered>>,
+    #[inject(default)]
+    counters: Counters,
+    #[inject(default)]
+    label: String,
+}
+
+fn provider() -> ServiceProvider {
+    let mut services = ServiceCollection::new();
+    services.add_singleton(Settings { interval_secs: 5 });
+    services.add_singleton(Handle("shared".into()));
+    services.build().unwrap()
+}
+
+#[test]
+fn fields_are_resolved_by_type_and_defaulted() {
+    let provider = provider();
+    let worker = Full::inject(&provider).unwrap();
+    assert_eq!(worker.settings.interval_secs, 5);
+    assert!(Arc::ptr_eq(
+        &worker.settings,
+        &provider.get::<Settings>().unwrap()
+    ));
+    assert_eq!(worker.handle, Handle("shared".into()));
+    assert!(worker.provider.contains::<Settings>());
+    assert!(worker.maybe.is_none());
+    assert_eq!(worker.counters, Counters::default());
+    assert_eq!(worker.label, "");
+}
+
+#[test]
+fn dependencies_list_the_injected_field_types_only() {
+    let deps = Full::dependencies();
+    assert_eq!(
+        deps,
+        [
+            Dependency::required::<Settings>(),
+            Dependency::required::<Handle>(),
+            Dependency::optional::<Unregistered>(),
+        ]
+    );
+}
+
+#[test]
+fn a_missing_field_service_names_the_field_the_type_and_the_worker() {
+    let provider = ServiceCollection::new().build().unwrap();
+    let Err(error) = Full::inject(&provider) else {
+        panic!("the worker was built without its services");
+    };
+    match &error {
+        ResolveError::Field {
+            target,
+            field,
+            error,
+        } => {
+            assert!(target.ends_with("::Full"));
+            assert_eq!(*field, "settings");
+            assert!(
+                matches!(**error, ResolveError::NotRegistered { service, required_by: Some(by) } if service.ends_with("::Settings") && by.ends_with("::Full"))
+            );
+        }
+        other => panic!("expected a field error, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(
+        text.contains("`settings`") && text.contains("Settings") && text.contains("Full"),
+        "{text}"
+    );
+}
+
+/// Stands in for the HTTP client: resolved by name through the `NamedService` hook.
+#[derive(Debug)]
+struct NamedClient {
+    name: String,
+    prefix: Handle,
+}
+
+impl NamedService for NamedClient {
+    fn from_provider_named(provider: &ServiceProvider, name: &str) -> Result<Self, ResolveError> {
+        let prefix = token_mgmt::di::resolve_by_clone::<Handle>(provider)?;
+        if name == "unknown" {
+            return Err(ResolveError::named::<Self>(name, "no such client"));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            prefix,
+        })
+    }
+
+    fn dependencies_named(name: &str) -> Vec<Dependency> {
+        vec![Dependency::required::<Handle>().with_name(name)]
+    }
+}
+
+#[derive(Worker)]
+struct UsesClients {
+    #[inject(client = "orders")]
+    orders: NamedClient,
+    #[inject(client = "unknown")]
+    unknown: NamedClient,
+}
+
+#[derive(Worker)]
+struct UsesOneClient {
+    #[inject(client = "orders")]
+    orders: NamedClient,
+}
+
+#[test]
+fn named_clients_go_through_the_named_service_hook() {
+    let provider = provider();
+    let worker = UsesOneClient::inject(&provider).unwrap();
+    assert_eq!(worker.orders.name, "orders");
+    assert_eq!(worker.orders.prefix, Handle("shared".into()));
+    assert_eq!(
+        UsesOneClient::dependencies(),
+        [Dependency::required::<Handle>().with_name("orders")]
+    );
+
+    let error = UsesClients::inject(&provider)
+        .map(|w| (w.orders, w.unknown))
+        .unwrap_err();
+    assert!(
+        matches!(&error, ResolveError::Field { field: "unknown", error, .. } if matches!(**error, ResolveError::Named { ref name, .. } if name == "unknown")),
+        "{error:?}"
+    );
+    assert_eq!(UsesClients::dependencies().len(), 2);
+}
+
+#[derive(Worker)]
+struct Empty {}
+
+#[derive(Worker)]
+struct Unit;
+
+#[test]
+fn structs_without_fields_need_nothing() {
+    let provider = ServiceCollection::new().build().unwrap();
+    assert!(Empty::inject(&provider).is_ok());
+    assert!(Unit::inject(&provider).is_ok());
+    assert!(Empty::dependencies().is_empty() && Unit::dependencies().is_empty());
+}
+
+#[derive(Worker)]
+struct Generic<T: Send + Sync + 'static> {
+    value: Arc<T>,
+}
+
+#[test]
+fn type_parameters_are_carried_over() {
+    let provider = provider();
+    let worker = Generic::<Settings>::inject(&provider).unwrap();
+    assert_eq!(worker.value.interval_secs, 5);
+    assert_eq!(
+        Generic::<Settings>::dependencies(),
+        [Dependency::required::<Settings>()]
+    );
+}
+
+mod reexport {
+    //! A crate re-exporting token-mgmt under another path.
+    pub use token_mgmt as tm;
+}
+
+#[derive(Worker)]
+#[worker(crate = "reexport::tm")]
+struct ThroughReexport {
+    settings: Arc<Settings>,
+}
+
+#[test]
+fn the_crate_path_can_be_overridden() {
+    let worker = ThroughReexport::inject(&provider()).unwrap();
+    assert_eq!(worker.settings.interval_secs, 5);
+}

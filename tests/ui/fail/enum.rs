@@ -1,0 +1,9 @@
+use token_mgmt::Worker;
+
+#[derive(Worker)]
+enum NotAStruct {
+    A,
+    B,
+}
+
+fn main() {}

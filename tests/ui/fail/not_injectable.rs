@@ -1,0 +1,8 @@
+use token_mgmt::Worker;
+
+#[derive(Worker)]
+struct W {
+    name: String,
+}
+
+fn main() {}
