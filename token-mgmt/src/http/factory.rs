@@ -14,7 +14,7 @@ use super::registration::HttpClientRegistration;
 /// Collects the named client registrations; [`build`](Self::build) freezes them into a factory.
 ///
 /// `Default + Send + Sync`, so a service collection can hold it as builder-time state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct HttpClientFactoryBuilder {
     registrations: BTreeMap<String, HttpClientRegistration>,
 }

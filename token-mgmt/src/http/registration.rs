@@ -15,6 +15,7 @@ type ConfigureBuilder = dyn Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder
 /// The middleware chain of the built client is, from outermost to innermost: every middleware
 /// added with [`with`](Self::with) / [`with_arc`](Self::with_arc) in the order they were added, then
 /// the [innermost](Self::set_innermost) middleware if one is set, then the network.
+#[derive(Clone)]
 pub struct HttpClientRegistration {
     name: String,
     options: HttpClientOptions,

@@ -1,0 +1,297 @@
+//! The `add_*` registration methods on [`ServiceCollection`]: the one place that ties the token
+//! service, the HTTP client factory and the container together.
+//!
+//! ```no_run
+//! use token_mgmt::prelude::*;
+//!
+//! let mut services = ServiceCollection::new();
+//! services.add_access_token_management(|options| {
+//!     options.client.clients.add("identityserver", TokenClientOptions {
+//!         address: "https://demo.identityserver.io/connect/token".parse()?,
+//!         client_id: "m2m.short".into(),
+//!         client_secret: "secret".into(),
+//!         ..Default::default()
+//!     });
+//!     Ok(())
+//! });
+//! services.add_client_access_token_client("client", None, |client| {
+//!     client.base_address = Some("https://demo.identityserver.io/api/".parse()?);
+//!     Ok(())
+//! });
+//! let provider = services.build()?;
+//! let client = provider.get_required::<HttpClientFactory>()?.create_client("client")?;
+//! # Ok::<(), BoxError>(())
+//! ```
+
+use std::sync::Arc;
+
+use reqwest_middleware::Middleware;
+
+use crate::BoxError;
+use crate::di::{
+    BuildProblem, Dependency, NamedService, ResolveError, ServiceCollection, ServiceProvider,
+};
+use crate::http::{HttpClient, HttpClientFactory, HttpClientFactoryBuilder, HttpClientOptions};
+use crate::tokens::{
+    AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessTokenHandler,
+};
+
+crate::inject_by_clone!(HttpClientFactory, AccessTokenManagementService);
+
+/// `#[inject(client = "name")]` on an [`HttpClient`] field: the factory's client of that name.
+impl NamedService for HttpClient {
+    fn from_provider_named(provider: &ServiceProvider, name: &str) -> Result<Self, ResolveError> {
+        let factory = provider.get_required::<HttpClientFactory>()?;
+        factory
+            .create_client(name)
+            .map_err(|error| ResolveError::named::<HttpClient>(name, error))
+    }
+
+    fn dependencies_named(name: &str) -> Vec<Dependency> {
+        vec![Dependency::required::<HttpClientFactory>().with_name(name)]
+    }
+}
+
+/// Builder-time record of what the `add_*` methods registered, checked by `build()`.
+#[derive(Default)]
+struct Registrations {
+    token_management: bool,
+    http_clients: bool,
+    /// HTTP client name → token client name (`None`: the only registered token client).
+    token_clients: Vec<(String, Option<String>)>,
+}
+
+/// Registration of token management and named HTTP clients on a [`ServiceCollection`]: the Rust
+/// spelling of .NET's `AddAccessTokenManagement`, `AddHttpClient` and `AddClientAccessTokenClient`.
+///
+/// Configuration closures run immediately and may return an error (`?` works inside them); a failed
+/// closure, invalid token client options and a token client name that names no registered client
+/// are all reported together by [`ServiceCollection::build`].
+pub trait TokenManagementServiceCollectionExt {
+    /// Registers the [`AccessTokenManagementService`] (and its in-memory token cache) configured by
+    /// `configure`. Calling it again configures the same options further.
+    fn add_access_token_management<F>(&mut self, configure: F) -> &mut Self
+    where
+        F: FnOnce(&mut AccessTokenManagementOptions) -> Result<(), BoxError>;
+
+    /// Registers a named HTTP client, available from [`HttpClientFactory::create_client`] and as an
+    /// `#[inject(client = "name")]` field. Registering a name again configures the same client.
+    fn add_http_client<F>(&mut self, name: &str, configure: F) -> HttpClientBuilder<'_>
+    where
+        F: FnOnce(&mut HttpClientOptions) -> Result<(), BoxError>;
+
+    /// Registers a named HTTP client whose requests carry an access token of the token client
+    /// `token_client_name` (`None`: the only registered token client), through a
+    /// [`ClientAccessTokenHandler`] placed innermost in the middleware chain, so middleware added
+    /// with [`HttpClientBuilder::with`] (retries, say) wrap it and every attempt gets a valid token.
+    fn add_client_access_token_client<F>(
+        &mut self,
+        name: &str,
+        token_client_name: Option<&str>,
+        configure: F,
+    ) -> HttpClientBuilder<'_>
+    where
+        F: FnOnce(&mut HttpClientOptions) -> Result<(), BoxError>;
+}
+
+impl TokenManagementServiceCollectionExt for ServiceCollection {
+    fn add_access_token_management<F>(&mut self, configure: F) -> &mut Self
+    where
+        F: FnOnce(&mut AccessTokenManagementOptions) -> Result<(), BoxError>,
+    {
+        if let Err(error) = configure(self.extension_mut::<AccessTokenManagementOptions>()) {
+            self.record_error("add_access_token_management", error);
+        }
+        if !std::mem::replace(&mut self.extension_mut::<Registrations>().token_management, true) {
+            self.add_singleton_factory(|provider| {
+                let options = provider
+                    .extension::<AccessTokenManagementOptions>()
+                    .cloned()
+                    .unwrap_or_default();
+                Ok(AccessTokenManagementService::new(options)?)
+            });
+            self.add_build_check(check_token_options);
+        }
+        self
+    }
+
+    fn add_http_client<F>(&mut self, name: &str, configure: F) -> HttpClientBuilder<'_>
+    where
+        F: FnOnce(&mut HttpClientOptions) -> Result<(), BoxError>,
+    {
+        let registration = self.extension_mut::<HttpClientFactoryBuilder>().register(name);
+        if let Err(error) = configure(registration.options_mut()) {
+            self.record_error(format!("HTTP client `{name}`"), error);
+        }
+        if !std::mem::replace(&mut self.extension_mut::<Registrations>().http_clients, true) {
+            self.add_singleton_factory(build_http_client_factory);
+            self.add_build_check(check_http_clients);
+        }
+        HttpClientBuilder {
+            services: self,
+            name: name.to_owned(),
+        }
+    }
+
+    fn add_client_access_token_client<F>(
+        &mut self,
+        name: &str,
+        token_client_name: Option<&str>,
+        configure: F,
+    ) -> HttpClientBuilder<'_>
+    where
+        F: FnOnce(&mut HttpClientOptions) -> Result<(), BoxError>,
+    {
+        let token_clients = &mut self.extension_mut::<Registrations>().token_clients;
+        token_clients.retain(|(http_client, _)| http_client != name);
+        token_clients.push((name.to_owned(), token_client_name.map(str::to_owned)));
+        self.add_http_client(name, configure)
+    }
+}
+
+/// The builder [`add_http_client`](TokenManagementServiceCollectionExt::add_http_client) returns,
+/// to add middleware to the named client (.NET's `IHttpClientBuilder`).
+#[must_use = "the builder only adds middleware when its methods are called"]
+pub struct HttpClientBuilder<'a> {
+    services: &'a mut ServiceCollection,
+    name: String,
+}
+
+impl HttpClientBuilder<'_> {
+    /// The client's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds a middleware to the client: middleware run in the order they are added, all of them
+    /// outside the token handler of an access token client.
+    pub fn with<M: Middleware>(self, middleware: M) -> Self {
+        self.with_arc(Arc::new(middleware))
+    }
+
+    /// Adds a shared middleware (see [`with`](Self::with)).
+    pub fn with_arc(self, middleware: Arc<dyn Middleware>) -> Self {
+        self.services
+            .extension_mut::<HttpClientFactoryBuilder>()
+            .register(self.name.as_str())
+            .with_arc(middleware);
+        self
+    }
+
+    /// Customises the underlying `reqwest::ClientBuilder` (TLS roots, proxies, HTTP/2 settings).
+    pub fn configure_reqwest<F>(self, configure: F) -> Self
+    where
+        F: Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync + 'static,
+    {
+        self.services
+            .extension_mut::<HttpClientFactoryBuilder>()
+            .register(self.name.as_str())
+            .configure_reqwest(configure);
+        self
+    }
+}
+
+/// The singleton factory of the [`HttpClientFactory`]: the registered clients, with a token handler
+/// innermost in every access token client.
+fn build_http_client_factory(provider: &ServiceProvider) -> Result<HttpClientFactory, BoxError> {
+    let mut builder = provider
+        .extension::<HttpClientFactoryBuilder>()
+        .cloned()
+        .unwrap_or_default();
+    let token_clients = provider
+        .extension::<Registrations>()
+        .map(|registrations| registrations.token_clients.as_slice())
+        .unwrap_or_default();
+    if !token_clients.is_empty() {
+        let service = provider.get_required::<AccessTokenManagementService>()?;
+        for (http_client, token_client) in token_clients {
+            let token_client = match token_client {
+                Some(name) => name.as_str(),
+                None => service.default_client_name().ok_or_else(|| {
+                    format!("HTTP client `{http_client}` names no token client and there is not exactly one")
+                })?,
+            };
+            let handler = ClientAccessTokenHandler::new(AccessTokenManagementService::clone(&service), token_client);
+            builder.register(http_client.as_str()).set_innermost(Arc::new(handler));
+        }
+    }
+    Ok(builder.build())
+}
+
+/// Every invalid token client option, each naming its client.
+fn check_token_options(services: &ServiceCollection) -> Vec<BuildProblem> {
+    services
+        .extension::<AccessTokenManagementOptions>()
+        .map(|options| {
+            options
+                .client
+                .clients
+                .problems()
+                .into_iter()
+                .map(|problem| BuildProblem::Configuration {
+                    context: "add_access_token_management".to_owned(),
+                    source: Box::new(problem),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Access token clients whose token client does not exist, and `#[inject(client = "...")]` fields
+/// naming an HTTP client that was never registered.
+fn check_http_clients(services: &ServiceCollection) -> Vec<BuildProblem> {
+    let mut problems = Vec::new();
+    let token_clients = services
+        .extension::<Registrations>()
+        .map(|registrations| registrations.token_clients.as_slice())
+        .unwrap_or_default();
+    let options = services.extension::<AccessTokenManagementOptions>();
+    let registered: Vec<&str> = options
+        .map(|options| options.client.clients.names().collect())
+        .unwrap_or_default();
+    for (http_client, token_client) in token_clients {
+        let message = match token_client {
+            _ if options.is_none() => Some(format!(
+                "HTTP client `{http_client}` uses access tokens, but add_access_token_management was never called"
+            )),
+            Some(name) if !registered.contains(&name.as_str()) => Some(format!(
+                "HTTP client `{http_client}` uses token client `{name}`, which is not registered (registered: {})",
+                list(&registered)
+            )),
+            None if registered.len() != 1 => Some(format!(
+                "HTTP client `{http_client}` names no token client, which needs exactly one registered token client (registered: {})",
+                list(&registered)
+            )),
+            _ => None,
+        };
+        problems.extend(message.map(BuildProblem::custom));
+    }
+
+    let http_clients = services.extension::<HttpClientFactoryBuilder>();
+    for (required_by, dependency) in services.declared_dependencies() {
+        let Some(name) = dependency.name() else {
+            continue;
+        };
+        if dependency.type_id() != std::any::TypeId::of::<HttpClientFactory>() {
+            continue;
+        }
+        if !http_clients.is_some_and(|clients| clients.contains(name)) {
+            let names: Vec<&str> = http_clients
+                .map(|clients| clients.names().collect())
+                .unwrap_or_default();
+            problems.push(BuildProblem::custom(format!(
+                "{required_by} injects HTTP client `{name}`, which is not registered (registered: {})",
+                list(&names)
+            )));
+        }
+    }
+    problems
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
