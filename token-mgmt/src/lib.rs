@@ -6,3 +6,6 @@ pub mod http;
 pub mod tokens;
 
 pub use token_mgmt_macros::Worker;
+
+/// A boxed error that can cross threads: what fallible user callbacks and pluggable backends return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
