@@ -190,7 +190,7 @@ impl TokenEndpointClient {
         if announced.is_some_and(|len| len > self.max_body as u64) {
             return Err(too_large());
         }
-        let capacity = announced.map_or(1024, |len| len as usize);
+        let capacity = announced.map_or(1024, |len| usize::try_from(len).unwrap_or(self.max_body));
         let mut body = Vec::with_capacity(capacity);
         while let Some(chunk) = response
             .chunk()
@@ -283,7 +283,7 @@ fn parse_response(
     };
     let access_token = match object.remove("access_token") {
         Some(Value::String(token)) if !token.is_empty() => token,
-        None | Some(Value::Null) | Some(Value::String(_)) => {
+        None | Some(Value::Null | Value::String(_)) => {
             return Err(TokenError::MissingAccessToken {
                 client: client.name.to_string(),
                 endpoint: client.endpoint.to_string(),

@@ -78,7 +78,11 @@ impl Default for AccessTokenManagementOptions {
 }
 
 impl AccessTokenManagementOptions {
-    /// Checks every token client. Returns the one problem, or [`OptionsError::Multiple`] listing all.
+    /// Checks every token client.
+    ///
+    /// # Errors
+    ///
+    /// The one problem found, or [`OptionsError::Multiple`] listing all of them.
     pub fn validate(&self) -> Result<(), OptionsError> {
         let mut problems = self.client.clients.problems();
         match problems.len() {

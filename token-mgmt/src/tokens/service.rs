@@ -44,6 +44,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use super::cache::{
     CacheKey, ClientAccessTokenCache, InMemoryClientAccessTokenCache, PrecomputedHashBuilder,
@@ -111,6 +112,11 @@ impl AccessTokenManagementServiceBuilder {
     }
 
     /// Validates the options and builds the service.
+    ///
+    /// # Errors
+    ///
+    /// [`OptionsError`] when a token client is invalid (every problem is listed), or when the default
+    /// HTTP client cannot be built.
     pub fn build(self) -> Result<AccessTokenManagementService, OptionsError> {
         let options = self.options;
         options.validate()?;
@@ -172,6 +178,10 @@ impl AccessTokenManagementServiceBuilder {
 impl AccessTokenManagementService {
     /// A service with the in-memory cache and a default HTTP client. Fails when the options are
     /// invalid (see [`AccessTokenManagementOptions::validate`]).
+    ///
+    /// # Errors
+    ///
+    /// See [`AccessTokenManagementServiceBuilder::build`].
     pub fn new(options: AccessTokenManagementOptions) -> Result<Self, OptionsError> {
         Self::builder(options).build()
     }
@@ -207,6 +217,15 @@ impl AccessTokenManagementService {
     /// Returns a valid access token for the token client `client_name`: from the cache when it holds
     /// one that is not due for renewal, otherwise from the token endpoint (one request per cache key,
     /// shared by all concurrent callers).
+    ///
+    /// Must be called within a tokio runtime (a token request runs in a task of its own, so that a
+    /// caller that gives up does not fail the others waiting on it).
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::UnknownClient`] for an unregistered name, [`TokenError::ReservedParameter`] for a
+    /// per-call parameter the request sets itself, and otherwise the failure of the token request
+    /// (never cached: the next call tries again).
     pub async fn get_client_access_token(
         &self,
         client_name: &str,
@@ -266,6 +285,11 @@ impl AccessTokenManagementService {
 
     /// Removes the cached token of `client_name` for these parameters (`force_renewal` is ignored),
     /// so that the next call requests a new one.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::UnknownClient`], [`TokenError::ReservedParameter`], or [`TokenError::Cache`] when
+    /// the cache backend fails.
     pub async fn delete_client_access_token(
         &self,
         client_name: &str,
@@ -431,12 +455,14 @@ impl Inner {
             id,
             sender,
         };
-        tokio::spawn(async move {
+        let flight = async move {
             let result = guard.inner.fly(&client, &guard.key, shape, force).await;
             guard.sender.send_replace(Some(result));
             // `guard` drops here: the flight leaves the map after its result is published (and
             // also if this task panics or is dropped with the runtime).
-        });
+        };
+        // Logs of the request carry the span of the caller that started it.
+        tokio::spawn(flight.instrument(tracing::Span::current()));
         receiver
     }
 

@@ -39,6 +39,10 @@ impl ClientAccessToken {
     /// management service stops handing it out from the cache and requests a new one (usually
     /// `expires_at` minus the cache lifetime buffer; `None`: never, until deleted). Remote cache
     /// implementations use this to rebuild a token they stored.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidTokenCharacters`] when the token or type cannot appear in an HTTP header.
     pub fn new(
         access_token: impl Into<String>,
         token_type: Option<&str>,
@@ -90,8 +94,9 @@ impl ClientAccessToken {
     }
 
     /// The `Authorization` header value (`Bearer <token>` / `DPoP <token>`), marked sensitive.
-    pub fn authorization_header(&self) -> &HeaderValue {
-        &self.inner.authorization
+    /// Computed once when the token was received; this clones it (a reference-count increment).
+    pub fn authorization_header(&self) -> HeaderValue {
+        self.inner.authorization.clone()
     }
 
     /// Whether the token may still be served from the cache at `now`.
