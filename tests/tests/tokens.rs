@@ -12,6 +12,7 @@ mod tokens {
     mod concurrency;
     mod errors;
     mod expiry;
+    mod hot_path;
     mod options;
     mod wire;
 }

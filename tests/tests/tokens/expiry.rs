@@ -27,6 +27,14 @@ async fn advance_to_just_before(at: Instant) {
     tokio::time::advance(at - Instant::now() - MILLI).await;
 }
 
+/// Advances the paused clock to one millisecond after `at`, and lets the token's refresh timer (a
+/// task woken by the advance) run: the service marks a token stale with a tokio timer rather than
+/// reading the clock on every cache hit.
+async fn advance_past(at: Instant) {
+    tokio::time::advance(at + MILLI - Instant::now()).await;
+    tokio::task::yield_now().await;
+}
+
 #[tokio::test]
 async fn expires_in_120_is_cached_until_60_seconds_then_renewed() {
     let server = TokenServer::start();
@@ -51,7 +59,7 @@ async fn expires_in_120_is_cached_until_60_seconds_then_renewed() {
     assert_eq!(server.request_count(), 1);
 
     // Past 60 s: renewed.
-    tokio::time::advance(2 * MILLI).await;
+    advance_past(refresh_at).await;
     tokio::time::resume();
     let second = get(&service).await;
     assert_eq!(second.access_token(), "tok-2--");
@@ -86,7 +94,7 @@ async fn expires_in_30_below_the_buffer_is_still_cached_for_half_its_lifetime() 
     assert!(get(&service).await.ptr_eq(&first));
     assert_eq!(server.request_count(), 1);
 
-    tokio::time::advance(2 * MILLI).await;
+    advance_past(refresh_at).await;
     tokio::time::resume();
     assert_eq!(get(&service).await.access_token(), "tok-2--");
     assert_eq!(server.request_count(), 2);

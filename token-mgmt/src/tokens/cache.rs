@@ -175,6 +175,9 @@ pub trait ClientAccessTokenCache: Send + Sync + 'static {
 ///
 /// Entries are replaced when a token is renewed and removed by `delete`; a key that is never asked
 /// for again keeps its last token until then (one entry per distinct request shape).
+///
+/// A stored token gets a refresh timer (see [`ClientAccessToken::is_fresh`]), so that a cache hit
+/// checks one atomic flag instead of reading the clock.
 #[derive(Default)]
 pub struct InMemoryClientAccessTokenCache {
     map: DashMap<CacheKey, ClientAccessToken, PrecomputedHashBuilder>,
@@ -222,6 +225,8 @@ impl ClientAccessTokenCache for InMemoryClientAccessTokenCache {
     }
 
     async fn set(&self, key: &CacheKey, token: ClientAccessToken) -> Result<(), BoxError> {
+        // Tokens the service requested are armed already; this covers tokens stored directly.
+        token.arm_refresh_timer();
         self.map.insert(key.clone(), token);
         Ok(())
     }

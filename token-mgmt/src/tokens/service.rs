@@ -4,10 +4,13 @@
 //!
 //! 1. The client is looked up by name (a linear scan of a few names, a hash map beyond that).
 //! 2. For the client's default request (no per-call scope, resources or parameters), its cache key was
-//!    computed when the service was built; the cache's synchronous [`get_cached`] is tried and the
-//!    token's refresh time compared with one read of the tokio clock. A hit returns a clone of the
-//!    cached token (one `Arc` increment): no allocation, no boxed future, no lock held past the map
-//!    read.
+//!    computed when the service was built, with its hash; the cache's synchronous [`get_cached`] is
+//!    tried and the token's freshness checked. A hit returns a clone of the cached token (one `Arc`
+//!    increment): no allocation, no string hashing, no boxed future, no lock held past the map read.
+//!    Freshness costs one relaxed atomic load: when the service receives a token it arms a tokio timer
+//!    that marks it stale at its refresh time (tokio's clock, so a paused test clock drives it), and a
+//!    token without a timer (e.g. rebuilt by a remote cache) is compared with one read of the tokio
+//!    clock instead. A clock read costs about as much as the whole map lookup, hence the timer.
 //! 3. On a miss, callers of the same cache key share one *flight*: the first inserts it into a
 //!    concurrent map of in-flight requests and spawns a task that requests the token, stores it in the
 //!    cache, publishes the result on a `watch` channel, and only then leaves the map. The others
@@ -488,6 +491,7 @@ impl Inner {
         let shape = shape.as_ref().unwrap_or(&client.default_shape);
         let response = self.endpoint.request_token(&client.endpoint, shape).await?;
         let token = self.make_token(client, response)?;
+        token.arm_refresh_timer();
         if let Err(error) = self.cache.set(key, token.clone()).await {
             tracing::warn!(
                 client = %client.endpoint.name,

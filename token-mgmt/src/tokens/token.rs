@@ -1,7 +1,8 @@
 //! The access token handed to callers.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 
 use http::HeaderValue;
 use tokio::time::Instant;
@@ -23,7 +24,16 @@ struct Inner {
     refresh_at: Option<Instant>,
     scope: Option<Box<str>>,
     authorization: HeaderValue,
+    /// [`UNARMED`], [`ARMED`] or [`STALE`]: see [`ClientAccessToken::is_fresh`].
+    freshness: AtomicU8,
 }
+
+/// No refresh timer: freshness is decided by reading the clock.
+const UNARMED: u8 = 0;
+/// A refresh timer is pending: the token is fresh, no clock read needed.
+const ARMED: u8 = 1;
+/// The refresh timer fired (or was dropped with its runtime): the token is due for renewal.
+const STALE: u8 = 2;
 
 /// The access token contains characters that cannot appear in an HTTP header.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -63,6 +73,7 @@ impl ClientAccessToken {
                 refresh_at,
                 scope: scope.map(String::into_boxed_str),
                 authorization,
+                freshness: AtomicU8::new(UNARMED),
             }),
         })
     }
@@ -99,22 +110,72 @@ impl ClientAccessToken {
         self.inner.authorization.clone()
     }
 
-    /// Whether the token may still be served from the cache at `now`.
+    /// Whether the token may still be served from the cache at `now` (compares with
+    /// [`refresh_at`](Self::refresh_at)).
     #[inline]
     pub fn is_fresh_at(&self, now: Instant) -> bool {
         self.inner.refresh_at.is_none_or(|at| now < at)
     }
 
-    /// Whether the token may still be served from the cache now. Reads the clock only when the token
-    /// has a refresh time.
+    /// Whether the token may still be served from the cache now.
+    ///
+    /// A token the service requested carries a refresh timer (a tokio timer, so it follows a paused
+    /// test clock) that marks it stale at [`refresh_at`](Self::refresh_at); while it is pending this
+    /// is one relaxed atomic load, with no clock read. Other tokens (built with
+    /// [`new`](Self::new), e.g. by a remote cache) compare `refresh_at` with the tokio clock.
     #[inline]
     pub fn is_fresh(&self) -> bool {
-        self.inner.refresh_at.is_none_or(|at| Instant::now() < at)
+        match self.inner.freshness.load(Ordering::Relaxed) {
+            ARMED => true,
+            STALE => false,
+            _ => self.inner.refresh_at.is_none_or(|at| Instant::now() < at),
+        }
+    }
+
+    /// Starts the refresh timer (see [`is_fresh`](Self::is_fresh)), on the current tokio runtime (which
+    /// needs its time driver); outside a runtime the token stays unarmed and freshness is decided by
+    /// reading the clock. If the timer task is dropped before it fires (its runtime shuts down), the
+    /// token is marked stale: a later caller requests a new one rather than trusting it forever.
+    pub(crate) fn arm_refresh_timer(&self) {
+        let Some(at) = self.inner.refresh_at else {
+            return; // no expiry: fresh until deleted, no clock read either
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if Instant::now() >= at {
+            self.inner.freshness.store(STALE, Ordering::Relaxed);
+            return;
+        }
+        if self
+            .inner
+            .freshness
+            .compare_exchange(UNARMED, ARMED, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // already armed (or stale)
+        }
+        let mark = MarkStaleOnDrop(Arc::downgrade(&self.inner));
+        runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            drop(mark);
+        });
     }
 
     /// Whether two handles share the same token allocation (same token request).
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Marks the token stale when dropped: when its refresh timer fires, or when the timer task is dropped.
+struct MarkStaleOnDrop(Weak<Inner>);
+
+impl Drop for MarkStaleOnDrop {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.freshness.store(STALE, Ordering::Relaxed);
+        }
     }
 }
 
