@@ -1,0 +1,221 @@
+//! End to end: a `#[derive(Worker)]` worker run by the `Host`, calling the demo's protected API through
+//! a named access token client registered with `add_client_access_token_client`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use token_mgmt::http::CreateClientError;
+use token_mgmt::prelude::*;
+use token_mgmt_examples::demo::{ApiClaims, DemoConfig, DemoServer};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// Lets the test ask the worker for one API call at a time and get its outcome back.
+#[derive(Clone)]
+struct CallRequests(Arc<Mutex<mpsc::Receiver<oneshot::Sender<Result<ApiClaims, String>>>>>);
+token_mgmt::inject_by_clone!(CallRequests);
+
+#[derive(Worker)]
+struct ApiWorker {
+    #[inject(client = "api")]
+    client: HttpClient,
+    requests: CallRequests,
+}
+
+impl BackgroundService for ApiWorker {
+    async fn execute(&self, stopping: CancellationToken) -> Result<(), WorkerError> {
+        let mut requests = self.requests.0.lock().await;
+        loop {
+            let reply = tokio::select! {
+                reply = requests.recv() => match reply { Some(reply) => reply, None => return Ok(()) },
+                () = stopping.cancelled() => return Ok(()),
+            };
+            let outcome = match self.client.get_string("test").await {
+                Ok(body) => serde_json::from_str(&body).map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+async fn call(calls: &mpsc::Sender<oneshot::Sender<Result<ApiClaims, String>>>) -> ApiClaims {
+    let (reply, outcome) = oneshot::channel();
+    calls.send(reply).await.expect("the worker is running");
+    outcome
+        .await
+        .expect("the worker answers")
+        .expect("the API call succeeds")
+}
+
+fn register_demo_client(services: &mut ServiceCollection, demo: &DemoServer) {
+    let token_endpoint = demo.token_endpoint();
+    let api_base = demo.api_base();
+    services.add_access_token_management(|options| {
+        options.client.clients.add(
+            "demo",
+            TokenClientOptions {
+                address: token_endpoint,
+                client_id: "m2m.short".into(),
+                client_secret: "secret".into(),
+                scope: Some("api".into()),
+                ..Default::default()
+            },
+        );
+        Ok(())
+    });
+    services.add_client_access_token_client("api", None, |client| {
+        client.base_address = Some(api_base);
+        // The test pauses the clock between calls; no client-side timer may fire meanwhile.
+        client.timeout = None;
+        Ok(())
+    });
+}
+
+#[tokio::test]
+async fn worker_calls_the_api_with_one_token_until_it_is_due_for_renewal() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let (calls, requests) = mpsc::channel(1);
+    let host = Host::builder()
+        .handle_signals(false)
+        .configure_services(|_ctx, services| {
+            register_demo_client(services, &demo);
+            services.add_singleton(CallRequests(Arc::new(Mutex::new(requests))));
+            services.add_hosted_service::<ApiWorker>();
+            Ok(())
+        })
+        .build()
+        .unwrap()
+        .start()
+        .unwrap();
+
+    for _ in 0..5 {
+        let claims = call(&calls).await;
+        assert_eq!(claims.client_id, "m2m.short");
+    }
+    let counters = demo.counters();
+    assert_eq!(counters.token_requests, 1, "one token while it is valid");
+    assert_eq!(counters.api_authorized, 5, "every call carried a valid token");
+    assert_eq!(counters.api_unauthenticated + counters.api_invalid_token, 0);
+
+    // m2m.short tokens live 75 s; the cache renews them at half their lifetime (the 60 s buffer
+    // is more than that). Advance past it between calls, with no request in flight.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(40)).await;
+    tokio::task::yield_now().await;
+    tokio::time::resume();
+
+    call(&calls).await;
+    let counters = demo.counters();
+    assert_eq!(counters.token_requests, 2, "a new token once the old one is due");
+    assert_eq!(counters.api_authorized, 6);
+    assert_eq!(counters.api_unauthenticated + counters.api_invalid_token, 0);
+
+    host.stop();
+    drop(calls);
+    host.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_token_client_fails_build_naming_it_and_the_registered_ones() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let mut services = ServiceCollection::new();
+    register_demo_client(&mut services, &demo);
+    services.add_client_access_token_client("other", Some("nope"), |_| Ok(()));
+    let error = services.build().unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("`other`"), "{message}");
+    assert!(message.contains("`nope`"), "{message}");
+    assert!(message.contains("registered: demo"), "{message}");
+}
+
+#[tokio::test]
+async fn omitted_token_client_name_needs_exactly_one_token_client() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let mut services = ServiceCollection::new();
+    register_demo_client(&mut services, &demo);
+    services.add_access_token_management(|options| {
+        let mut second = options.client.clients.get("demo").unwrap().clone();
+        second.client_id = "m2m".into();
+        options.client.clients.add("second", second);
+        Ok(())
+    });
+    let message = services.build().unwrap_err().to_string();
+    assert!(
+        message.contains("HTTP client `api` names no token client"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn access_token_client_without_token_management_fails_build() {
+    let mut services = ServiceCollection::new();
+    services.add_client_access_token_client("api", None, |_| Ok(()));
+    let message = services.build().unwrap_err().to_string();
+    assert!(
+        message.contains("add_access_token_management was never called"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn build_reports_every_problem_at_once() {
+    let mut services = ServiceCollection::new();
+    services.add_access_token_management(|options| {
+        options.client.clients.add(
+            "bad",
+            TokenClientOptions {
+                address: "ftp://idp.example.com/token".parse()?,
+                client_id: String::new(),
+                ..Default::default()
+            },
+        );
+        Ok(())
+    });
+    services.add_http_client("broken", |client| {
+        client.base_address = Some("not a url".parse()?);
+        Ok(())
+    });
+    services.add_client_access_token_client("api", Some("missing"), |_| Ok(()));
+    let error = services.build().unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("`bad`"), "{message}");
+    assert!(message.contains("HTTP client `broken`"), "{message}");
+    assert!(message.contains("`missing`"), "{message}");
+    assert!(error.problems().len() >= 4, "{message}");
+}
+
+#[tokio::test]
+async fn injecting_an_unregistered_named_client_fails_build() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    #[derive(Worker)]
+    struct Misnamed {
+        #[inject(client = "apii")]
+        _client: HttpClient,
+    }
+    impl BackgroundService for Misnamed {
+        async fn execute(&self, _stopping: CancellationToken) -> Result<(), WorkerError> {
+            Ok(())
+        }
+    }
+    let mut services = ServiceCollection::new();
+    register_demo_client(&mut services, &demo);
+    services.add_hosted_service::<Misnamed>();
+    let message = services.build().unwrap_err().to_string();
+    assert!(message.contains("HTTP client `apii`"), "{message}");
+    assert!(message.contains("registered: api"), "{message}");
+}
+
+#[tokio::test]
+async fn create_client_with_an_unknown_name_lists_the_registered_ones() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let mut services = ServiceCollection::new();
+    register_demo_client(&mut services, &demo);
+    let provider = services.build().unwrap();
+    let factory = provider.get_required::<HttpClientFactory>().unwrap();
+    let error = factory.create_client("clinet").unwrap_err();
+    assert!(
+        matches!(&error, CreateClientError::UnknownClient { name, registered } if name == "clinet" && registered == &["api"]),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("api"), "{error}");
+}
