@@ -1,1 +1,3 @@
 //! Test support: local servers.
+
+pub mod token_server;

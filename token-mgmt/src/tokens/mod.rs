@@ -1,1 +1,50 @@
-//! tokens
+//! Client credentials token management: options, the token endpoint client, the token cache and the
+//! single-flight [`AccessTokenManagementService`].
+//!
+//! This module knows nothing of the container, the host or the HTTP client factory: it can be used on
+//! its own.
+//!
+//! ```no_run
+//! use token_mgmt::tokens::{
+//!     AccessTokenManagementOptions, AccessTokenManagementService, TokenClientOptions,
+//!     TokenRequestParameters,
+//! };
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut options = AccessTokenManagementOptions::default();
+//! options.client.clients.add("identityserver", TokenClientOptions {
+//!     address: "https://demo.identityserver.io/connect/token".parse()?,
+//!     client_id: "m2m.short".into(),
+//!     client_secret: "secret".into(),
+//!     ..Default::default()
+//! });
+//! let service = AccessTokenManagementService::new(options)?;
+//! let token = service
+//!     .get_client_access_token("identityserver", &TokenRequestParameters::default())
+//!     .await?;
+//! let _header = token.authorization_header(); // `Bearer ...`, marked sensitive
+//! # Ok(()) }
+//! ```
+//!
+//! See [`service`](AccessTokenManagementService) for caching and single-flight semantics.
+
+mod cache;
+mod endpoint;
+mod error;
+mod options;
+mod service;
+mod token;
+
+pub use cache::{
+    CacheKey, ClientAccessTokenCache, InMemoryClientAccessTokenCache, PrecomputedHashBuilder,
+    PrecomputedHasher,
+};
+pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};
+pub use options::{
+    AccessTokenManagementOptions, ClientCredentialStyle, ClientOptions, ClientSecret,
+    DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_MAX_RESPONSE_BODY_SIZE,
+    DEFAULT_REQUEST_TIMEOUT, RESERVED_PARAMETERS, TokenClientOptions, TokenClients,
+    TokenRequestParameters, is_reserved,
+};
+pub use service::{AccessTokenManagementService, AccessTokenManagementServiceBuilder};
+pub use token::{ClientAccessToken, InvalidTokenCharacters};

@@ -1,0 +1,252 @@
+//! What goes over the wire: client authentication, form fields, response parsing.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::json;
+use token_mgmt::tokens::{
+    AccessTokenManagementOptions, AccessTokenManagementService, ClientCredentialStyle, TokenError,
+    TokenRequestParameters,
+};
+use token_mgmt_tests::token_server::TokenServer;
+
+use crate::{CLIENT, defaults, options_for, scoped, service_for};
+
+const ODD_ID: &str = "my:client+id ü";
+const ODD_SECRET: &str = "s3cr:t+ with space ñ";
+
+#[tokio::test]
+async fn basic_auth_form_encodes_id_and_secret_before_base64() {
+    let server = TokenServer::start();
+    let options = options_for(&server, |client| {
+        client.client_id = ODD_ID.into();
+        client.client_secret = ODD_SECRET.into();
+    });
+    let service = AccessTokenManagementService::new(options).unwrap();
+    service
+        .get_client_access_token(CLIENT, &defaults())
+        .await
+        .unwrap();
+
+    let request = server.last_request().unwrap();
+    // RFC 6749 2.3.1: application/x-www-form-urlencoded each (`:` -> %3A, `+` -> %2B, space -> `+`,
+    // non-ASCII -> UTF-8 percent-encoded), joined by `:`, then base64.
+    let expected = format!(
+        "Basic {}",
+        STANDARD.encode("my%3Aclient%2Bid+%C3%BC:s3cr%3At%2B+with+space+%C3%B1")
+    );
+    assert_eq!(request.header("authorization"), Some(expected.as_str()));
+    assert_eq!(request.form_value("client_id"), None);
+    assert_eq!(request.form_value("client_secret"), None);
+    assert_eq!(request.form_value("grant_type"), Some("client_credentials"));
+    assert_eq!(request.header("accept"), Some("application/json"));
+    assert_eq!(
+        request.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+}
+
+#[tokio::test]
+async fn post_style_sends_id_and_secret_in_the_body_and_no_header() {
+    let server = TokenServer::start();
+    let options = options_for(&server, |client| {
+        client.client_id = ODD_ID.into();
+        client.client_secret = ODD_SECRET.into();
+        client.client_credential_style = ClientCredentialStyle::PostBody;
+    });
+    let service = AccessTokenManagementService::new(options).unwrap();
+    service
+        .get_client_access_token(CLIENT, &defaults())
+        .await
+        .unwrap();
+
+    let request = server.last_request().unwrap();
+    assert_eq!(request.header("authorization"), None);
+    assert_eq!(request.form_value("client_id"), Some(ODD_ID));
+    assert_eq!(request.form_value("client_secret"), Some(ODD_SECRET));
+    assert_eq!(request.form_value("grant_type"), Some("client_credentials"));
+}
+
+#[tokio::test]
+async fn scope_resources_and_extra_parameters_are_sent() {
+    let server = TokenServer::start();
+    let options = options_for(&server, |client| {
+        client.scope = Some("api.read api.write".into());
+        client.resources = vec!["urn:orders".into(), "urn:billing".into()];
+        client.parameters = vec![("audience_hint".into(), "orders & billing".into())];
+    });
+    let service = AccessTokenManagementService::new(options).unwrap();
+    let token = service
+        .get_client_access_token(CLIENT, &defaults())
+        .await
+        .unwrap();
+    assert_eq!(
+        token.access_token(),
+        "tok-1-api.read api.write-urn:orders,urn:billing"
+    );
+    assert_eq!(token.scope(), Some("api.read api.write"));
+
+    let request = server.last_request().unwrap();
+    assert_eq!(request.form_value("scope"), Some("api.read api.write"));
+    assert_eq!(
+        request.form_values("resource"),
+        vec!["urn:orders", "urn:billing"]
+    );
+    assert_eq!(
+        request.form_value("audience_hint"),
+        Some("orders & billing")
+    );
+}
+
+#[tokio::test]
+async fn per_call_parameters_replace_the_clients_and_are_cached_separately() {
+    let server = TokenServer::start();
+    let options = options_for(&server, |client| {
+        client.scope = Some("default".into());
+        client.parameters = vec![("tenant".into(), "a".into())];
+    });
+    let service = AccessTokenManagementService::new(options).unwrap();
+
+    let default = service
+        .get_client_access_token(CLIENT, &defaults())
+        .await
+        .unwrap();
+    assert_eq!(default.access_token(), "tok-1-default-");
+
+    // The same request spelled out shares the default token.
+    let explicit = TokenRequestParameters {
+        scope: Some("default".into()),
+        ..Default::default()
+    };
+    let same = service
+        .get_client_access_token(CLIENT, &explicit)
+        .await
+        .unwrap();
+    assert!(same.ptr_eq(&default));
+
+    let other = service
+        .get_client_access_token(CLIENT, &scoped("other", &["urn:x"]))
+        .await
+        .unwrap();
+    assert_eq!(other.access_token(), "tok-2-other-urn:x");
+    let request = server.last_request().unwrap();
+    assert_eq!(request.form_value("tenant"), Some("a"));
+
+    // A per-call parameter overrides the client's, and makes its own cache entry.
+    let tenant_b = TokenRequestParameters {
+        parameters: vec![("tenant".into(), "b".into())],
+        ..Default::default()
+    };
+    let b = service
+        .get_client_access_token(CLIENT, &tenant_b)
+        .await
+        .unwrap();
+    assert_eq!(b.access_token(), "tok-3-default-");
+    assert_eq!(
+        server.last_request().unwrap().form_values("tenant"),
+        vec!["b"]
+    );
+    let b_again = service
+        .get_client_access_token(CLIENT, &tenant_b)
+        .await
+        .unwrap();
+    assert!(b_again.ptr_eq(&b));
+    assert_eq!(server.request_count(), 3);
+
+    // Deleting one key leaves the others.
+    service
+        .delete_client_access_token(CLIENT, &tenant_b)
+        .await
+        .unwrap();
+    let again = service
+        .get_client_access_token(CLIENT, &defaults())
+        .await
+        .unwrap();
+    assert!(again.ptr_eq(&default));
+    assert_eq!(server.request_count(), 3);
+}
+
+#[tokio::test]
+async fn a_reserved_per_call_parameter_is_refused_without_a_request() {
+    let server = TokenServer::start();
+    let service = service_for(&server);
+    let parameters = TokenRequestParameters {
+        parameters: vec![("client_secret".into(), "x".into())],
+        ..Default::default()
+    };
+    let error = service
+        .get_client_access_token(CLIENT, &parameters)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, TokenError::ReservedParameter { parameter, .. } if parameter == "client_secret"),
+        "{error:?}"
+    );
+    assert_eq!(server.request_count(), 0);
+}
+
+#[tokio::test]
+async fn expires_in_as_a_numeric_string_is_accepted() {
+    let server = TokenServer::start();
+    server.set_expires_in(Some(json!("120")));
+    let service = service_for(&server);
+    let token = service
+        .get_client_access_token(CLIENT, &defaults())
+        .await
+        .unwrap();
+    assert_eq!(
+        token.expires_at().unwrap() - token.refresh_at().unwrap(),
+        Duration::from_secs(60)
+    );
+}
+
+#[tokio::test]
+async fn the_authorization_header_normalises_the_scheme() {
+    let server = TokenServer::start();
+    server.set_token_type("bearer");
+    let service = service_for(&server);
+    let token = service
+        .get_client_access_token(CLIENT, &defaults())
+        .await
+        .unwrap();
+    assert_eq!(token.token_type(), "Bearer");
+    assert_eq!(token.authorization_header(), "Bearer tok-1--");
+    assert!(token.authorization_header().is_sensitive());
+
+    server.set_token_type("dpop");
+    let token = service
+        .get_client_access_token(CLIENT, &TokenRequestParameters::force_renewal())
+        .await
+        .unwrap();
+    assert_eq!(token.authorization_header(), "DPoP tok-2--");
+}
+
+#[tokio::test]
+async fn with_one_client_it_is_the_default() {
+    let server = TokenServer::start();
+    let service = service_for(&server);
+    assert_eq!(service.default_client_name(), Some(CLIENT));
+    assert_eq!(service.client_names().collect::<Vec<_>>(), vec![CLIENT]);
+
+    let mut options = AccessTokenManagementOptions::default();
+    options.client.clients.add("one", server.client_options());
+    options.client.clients.add("two", server.client_options());
+    let service = AccessTokenManagementService::new(options).unwrap();
+    assert_eq!(service.default_client_name(), None);
+    assert_eq!(
+        service.client_names().collect::<Vec<_>>(),
+        vec!["one", "two"]
+    );
+    // Different clients never share a token.
+    let one = service
+        .get_client_access_token("one", &defaults())
+        .await
+        .unwrap();
+    let two = service
+        .get_client_access_token("two", &defaults())
+        .await
+        .unwrap();
+    assert_ne!(one.access_token(), two.access_token());
+    assert_eq!(server.request_count(), 2);
+}

@@ -1,0 +1,366 @@
+//! The token endpoint client: one client credentials request (RFC 6749 section 4.4).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use url::{Url, form_urlencoded};
+
+use super::error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, TokenError, cap_chars};
+use super::options::{ClientCredentialStyle, ClientSecret, TokenClientOptions, display_endpoint};
+
+/// The longest `expires_in` taken at face value (ten years); longer ones are clamped so instants
+/// cannot overflow.
+const MAX_EXPIRES_IN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// What the service knows about one token client, computed once at build.
+pub(crate) struct ClientEndpoint {
+    pub(crate) name: Arc<str>,
+    pub(crate) options: TokenClientOptions,
+    pub(crate) url: Url,
+    /// The endpoint as shown in errors and logs (no user info or query).
+    pub(crate) endpoint: Arc<str>,
+    /// The precomputed `Authorization: Basic ...` value for `client_secret_basic`.
+    basic_authorization: Option<HeaderValue>,
+}
+
+impl ClientEndpoint {
+    pub(crate) fn new(name: &str, options: TokenClientOptions) -> Self {
+        let basic_authorization = match options.client_credential_style {
+            ClientCredentialStyle::AuthorizationHeader => Some(basic_authorization(
+                &options.client_id,
+                &options.client_secret,
+            )),
+            ClientCredentialStyle::PostBody => None,
+        };
+        Self {
+            name: name.into(),
+            url: options.address.clone(),
+            endpoint: display_endpoint(&options.address).into(),
+            options,
+            basic_authorization,
+        }
+    }
+}
+
+/// `client_secret_basic` per RFC 6749 section 2.3.1: the client id and secret are each encoded with
+/// the `application/x-www-form-urlencoded` algorithm, joined by `:`, then base64-encoded.
+pub(crate) fn basic_authorization(client_id: &str, client_secret: &ClientSecret) -> HeaderValue {
+    let id: String = form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
+    let secret: String =
+        form_urlencoded::byte_serialize(client_secret.expose_secret().as_bytes()).collect();
+    let encoded = STANDARD.encode(format!("{id}:{secret}"));
+    let mut value =
+        HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// The scope, resources and extra parameters of one request (already merged with the client's).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestShape {
+    pub(crate) scope: Option<String>,
+    pub(crate) resources: Vec<String>,
+    pub(crate) parameters: Vec<(String, String)>,
+}
+
+/// A successful token response.
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: String,
+    pub(crate) token_type: Option<String>,
+    pub(crate) expires_in: Option<Duration>,
+    pub(crate) scope: Option<String>,
+    /// The HTTP status of the response.
+    pub(crate) status: StatusCode,
+    /// When the response headers arrived (tokio clock).
+    pub(crate) received_at: Instant,
+}
+
+/// Sends token requests.
+#[derive(Clone)]
+pub(crate) struct TokenEndpointClient {
+    http: reqwest::Client,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl TokenEndpointClient {
+    pub(crate) fn new(http: reqwest::Client, timeout: Duration, max_body: usize) -> Self {
+        Self {
+            http,
+            timeout,
+            max_body,
+        }
+    }
+
+    /// Builds the default HTTP client for token requests: no redirects (a redirect must not carry
+    /// the client credentials elsewhere).
+    pub(crate) fn default_http_client() -> Result<reqwest::Client, reqwest::Error> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("token-mgmt/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
+    /// Requests a token. Applies the request timeout to the whole exchange (connect, send, body).
+    pub(crate) async fn request_token(
+        &self,
+        client: &ClientEndpoint,
+        shape: &RequestShape,
+    ) -> Result<TokenResponse, TokenError> {
+        tracing::debug!(
+            client = %client.name,
+            endpoint = %client.endpoint,
+            scope = shape.scope.as_deref().unwrap_or(""),
+            resources = shape.resources.len(),
+            "requesting client credentials token"
+        );
+        let result = match tokio::time::timeout(self.timeout, self.exchange(client, shape)).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(TokenError::Timeout {
+                client: client.name.to_string(),
+                endpoint: client.endpoint.to_string(),
+                timeout: self.timeout,
+            }),
+        };
+        match &result {
+            Ok(response) => tracing::info!(
+                client = %client.name,
+                endpoint = %client.endpoint,
+                expires_in_secs = response.expires_in.map(|d| d.as_secs()),
+                scope = response.scope.as_deref(),
+                "received client credentials token"
+            ),
+            Err(error) => tracing::warn!(
+                client = %client.name,
+                endpoint = %client.endpoint,
+                %error,
+                "client credentials token request failed"
+            ),
+        }
+        result
+    }
+
+    async fn exchange(
+        &self,
+        client: &ClientEndpoint,
+        shape: &RequestShape,
+    ) -> Result<TokenResponse, TokenError> {
+        let body = form_body(client, shape);
+        let mut request = self
+            .http
+            .post(client.url.clone())
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            )
+            .body(body);
+        if let Some(authorization) = &client.basic_authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| transport(client, "sending the request failed", e))?;
+        let received_at = Instant::now();
+        let status = response.status();
+        let body = self.read_body(client, &mut response).await?;
+        drop(response);
+        parse_response(client, status, &body, received_at)
+    }
+
+    /// Reads the body chunk by chunk, stopping as soon as it exceeds the limit.
+    async fn read_body(
+        &self,
+        client: &ClientEndpoint,
+        response: &mut reqwest::Response,
+    ) -> Result<Vec<u8>, TokenError> {
+        let too_large = || TokenError::BodyTooLarge {
+            client: client.name.to_string(),
+            endpoint: client.endpoint.to_string(),
+            limit: self.max_body,
+        };
+        let announced = response.content_length();
+        if announced.is_some_and(|len| len > self.max_body as u64) {
+            return Err(too_large());
+        }
+        let capacity = announced.map_or(1024, |len| len as usize);
+        let mut body = Vec::with_capacity(capacity);
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport(client, "reading the response failed", e))?
+        {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn transport(client: &ClientEndpoint, context: &'static str, error: reqwest::Error) -> TokenError {
+    let kind = if error.is_connect() {
+        "connection failed"
+    } else if error.is_timeout() {
+        "the HTTP client timed out"
+    } else {
+        context
+    };
+    TokenError::Transport {
+        client: client.name.to_string(),
+        endpoint: client.endpoint.to_string(),
+        kind,
+        source: Arc::new(error.without_url()),
+    }
+}
+
+fn form_body(client: &ClientEndpoint, shape: &RequestShape) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(128));
+    form.append_pair("grant_type", "client_credentials");
+    if let Some(scope) = shape.scope.as_deref().filter(|s| !s.trim().is_empty()) {
+        form.append_pair("scope", scope);
+    }
+    for resource in &shape.resources {
+        form.append_pair("resource", resource);
+    }
+    for (name, value) in &shape.parameters {
+        form.append_pair(name, value);
+    }
+    if client.options.client_credential_style == ClientCredentialStyle::PostBody {
+        form.append_pair("client_id", &client.options.client_id);
+        if !client.options.client_secret.is_empty() {
+            form.append_pair(
+                "client_secret",
+                client.options.client_secret.expose_secret(),
+            );
+        }
+    }
+    form.finish()
+}
+
+fn parse_response(
+    client: &ClientEndpoint,
+    status: StatusCode,
+    body: &[u8],
+    received_at: Instant,
+) -> Result<TokenResponse, TokenError> {
+    let invalid = |reason: &str| TokenError::InvalidResponse {
+        client: client.name.to_string(),
+        endpoint: client.endpoint.to_string(),
+        status,
+        reason: reason.to_owned(),
+    };
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    if !status.is_success() {
+        let object = json.as_ref().and_then(Value::as_object);
+        let field = |name: &str, max: usize| {
+            object
+                .and_then(|o| o.get(name))
+                .and_then(Value::as_str)
+                .map(|s| cap_chars(s, max))
+        };
+        return Err(TokenError::Endpoint {
+            client: client.name.to_string(),
+            endpoint: client.endpoint.to_string(),
+            status,
+            error: field("error", MAX_ERROR_CODE_CHARS),
+            error_description: field("error_description", MAX_ERROR_DESCRIPTION_CHARS),
+        });
+    }
+    let Some(json) = json else {
+        return Err(invalid("the body is not JSON"));
+    };
+    let Value::Object(mut object) = json else {
+        return Err(invalid("the body is not a JSON object"));
+    };
+    let access_token = match object.remove("access_token") {
+        Some(Value::String(token)) if !token.is_empty() => token,
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            return Err(TokenError::MissingAccessToken {
+                client: client.name.to_string(),
+                endpoint: client.endpoint.to_string(),
+            });
+        }
+        Some(_) => return Err(invalid("access_token is not a string")),
+    };
+    let token_type = optional_string(&mut object, "token_type")
+        .map_err(|()| invalid("token_type is not a string"))?;
+    let scope = optional_string(&mut object, "scope").unwrap_or(None);
+    let expires_in = match object.get("expires_in") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            parse_expires_in(value)
+                .ok_or_else(|| invalid("expires_in is not a non-negative number"))?,
+        ),
+    };
+    Ok(TokenResponse {
+        access_token,
+        token_type,
+        expires_in,
+        scope,
+        status,
+        received_at,
+    })
+}
+
+fn optional_string(object: &mut Map<String, Value>, name: &str) -> Result<Option<String>, ()> {
+    match object.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(()),
+    }
+}
+
+/// `expires_in` as a JSON number or a numeric string (some servers send `"3600"`).
+fn parse_expires_in(value: &Value) -> Option<Duration> {
+    let seconds = match value {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        seconds.min(MAX_EXPIRES_IN.as_secs_f64()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_authorization_form_encodes_before_base64() {
+        let value = basic_authorization("my:client+id ü", &ClientSecret::from("p@ss word:+"));
+        let expected = STANDARD.encode("my%3Aclient%2Bid+%C3%BC:p%40ss+word%3A%2B");
+        assert_eq!(value, format!("Basic {expected}").as_str());
+        assert!(value.is_sensitive());
+    }
+
+    #[test]
+    fn expires_in_accepts_numbers_and_numeric_strings() {
+        assert_eq!(
+            parse_expires_in(&Value::from(3600)),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_expires_in(&Value::from("120")),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_expires_in(&Value::from(-1)), None);
+        assert_eq!(parse_expires_in(&Value::from("soon")), None);
+        assert_eq!(
+            parse_expires_in(&Value::from(u64::MAX)),
+            Some(MAX_EXPIRES_IN)
+        );
+    }
+}

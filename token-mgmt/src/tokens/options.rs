@@ -1,0 +1,422 @@
+//! Options: the token clients and how tokens are cached and requested.
+//!
+//! Mirrors the documented .NET registration:
+//!
+//! ```
+//! use token_mgmt::tokens::{AccessTokenManagementOptions, TokenClientOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut options = AccessTokenManagementOptions::default();
+//! options.client.clients.add("identityserver", TokenClientOptions {
+//!     address: "https://demo.identityserver.io/connect/token".parse()?,
+//!     client_id: "m2m.short".into(),
+//!     client_secret: "secret".into(),
+//!     ..Default::default()
+//! });
+//! options.validate()?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use url::{Host, Url};
+
+use super::error::OptionsError;
+
+/// Default [`AccessTokenManagementOptions::cache_lifetime_buffer`]: 60 s.
+pub const DEFAULT_CACHE_LIFETIME_BUFFER: Duration = Duration::from_secs(60);
+/// Default [`AccessTokenManagementOptions::request_timeout`]: 30 s.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`AccessTokenManagementOptions::max_response_body_size`]: 1 MiB.
+pub const DEFAULT_MAX_RESPONSE_BODY_SIZE: usize = 1024 * 1024;
+/// Default [`AccessTokenManagementOptions::cache_key_prefix`].
+pub const DEFAULT_CACHE_KEY_PREFIX: &str = "token-mgmt::client-token::";
+
+/// Form fields the token request sets itself; an extra parameter may not use these names.
+pub const RESERVED_PARAMETERS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "scope",
+    "resource",
+    "client_assertion",
+    "client_assertion_type",
+];
+
+/// The placeholder address of [`TokenClientOptions::default`]; validation reports it as missing.
+const UNSET_ADDRESS: &str = "about:blank";
+
+/// Everything the token management service needs: the token clients and the cache and request policy.
+#[derive(Debug, Clone)]
+pub struct AccessTokenManagementOptions {
+    /// Client credentials token clients (`options.client.clients.add(name, ...)`).
+    pub client: ClientOptions,
+    /// How long before its expiry a cached token is renewed (default 60 s). When a token's lifetime is
+    /// short, at most half of the lifetime is used as buffer, so a token with `expires_in = 30` is
+    /// still cached for 15 s instead of not at all.
+    pub cache_lifetime_buffer: Duration,
+    /// Prefix of every cache key (useful with a shared remote cache).
+    pub cache_key_prefix: String,
+    /// Timeout of one token request, from sending it to having read the whole body (default 30 s).
+    pub request_timeout: Duration,
+    /// Largest token response body accepted, in bytes (default 1 MiB).
+    pub max_response_body_size: usize,
+}
+
+impl Default for AccessTokenManagementOptions {
+    fn default() -> Self {
+        Self {
+            client: ClientOptions::default(),
+            cache_lifetime_buffer: DEFAULT_CACHE_LIFETIME_BUFFER,
+            cache_key_prefix: DEFAULT_CACHE_KEY_PREFIX.to_owned(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_response_body_size: DEFAULT_MAX_RESPONSE_BODY_SIZE,
+        }
+    }
+}
+
+impl AccessTokenManagementOptions {
+    /// Checks every token client. Returns the one problem, or [`OptionsError::Multiple`] listing all.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        let mut problems = self.client.clients.problems();
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(OptionsError::Multiple(problems)),
+        }
+    }
+}
+
+/// Options of the client credentials token clients.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// The registered token clients, by name.
+    pub clients: TokenClients,
+}
+
+/// The registered token clients, in registration order. Names must be unique; a duplicate is kept
+/// here and reported by validation (so registration code stays a plain statement).
+#[derive(Debug, Clone, Default)]
+pub struct TokenClients {
+    entries: Vec<(String, TokenClientOptions)>,
+}
+
+impl TokenClients {
+    /// Registers a token client under `name`.
+    pub fn add(&mut self, name: impl Into<String>, options: TokenClientOptions) -> &mut Self {
+        self.entries.push((name.into(), options));
+        self
+    }
+
+    /// The options of the client registered under `name` (the first, if registered twice).
+    pub fn get(&self, name: &str) -> Option<&TokenClientOptions> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, o)| o)
+    }
+
+    /// Mutable access to the options of the client registered under `name`.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut TokenClientOptions> {
+        self.entries
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, o)| o)
+    }
+
+    /// Whether a client is registered under `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The registered names, in registration order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// The registered clients, in registration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &TokenClientOptions)> {
+        self.entries.iter().map(|(n, o)| (n.as_str(), o))
+    }
+
+    /// How many clients are registered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no client is registered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every problem with the registered clients.
+    pub fn problems(&self) -> Vec<OptionsError> {
+        let mut problems = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, options) in &self.entries {
+            if name.is_empty() {
+                problems.push(OptionsError::EmptyClientName);
+            } else if seen.contains(&name.as_str()) {
+                if !problems.iter().any(
+                    |p| matches!(p, OptionsError::DuplicateClient { client } if client == name),
+                ) {
+                    problems.push(OptionsError::DuplicateClient {
+                        client: name.clone(),
+                    });
+                }
+                continue;
+            }
+            seen.push(name);
+            problems.extend(options.problems(name));
+        }
+        problems
+    }
+
+    pub(crate) fn entries(&self) -> &[(String, TokenClientOptions)] {
+        &self.entries
+    }
+}
+
+/// One client credentials token client: where to ask, as whom, for what.
+#[derive(Debug, Clone)]
+pub struct TokenClientOptions {
+    /// The token endpoint. Must be `https://`, or `http://` to a loopback host, or any `http://` with
+    /// [`TokenClientOptions::allow_insecure_http`].
+    pub address: Url,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret (never printed).
+    pub client_secret: ClientSecret,
+    /// How the client authenticates (default: HTTP Basic, `client_secret_basic`).
+    pub client_credential_style: ClientCredentialStyle,
+    /// Space-separated scopes to request (`None`: none, the token service's default).
+    pub scope: Option<String>,
+    /// Resource indicators (RFC 8707), one `resource` field each.
+    pub resources: Vec<String>,
+    /// Extra form fields sent with every token request of this client.
+    pub parameters: Vec<(String, String)>,
+    /// Allow a plain `http://` address to a non-loopback host (the secret travels in clear text).
+    pub allow_insecure_http: bool,
+}
+
+impl Default for TokenClientOptions {
+    fn default() -> Self {
+        Self {
+            address: Url::parse(UNSET_ADDRESS).expect("static URL parses"),
+            client_id: String::new(),
+            client_secret: ClientSecret::default(),
+            client_credential_style: ClientCredentialStyle::default(),
+            scope: None,
+            resources: Vec::new(),
+            parameters: Vec::new(),
+            allow_insecure_http: false,
+        }
+    }
+}
+
+impl TokenClientOptions {
+    /// Every problem with this client's options; `name` is used in the messages.
+    pub fn problems(&self, name: &str) -> Vec<OptionsError> {
+        let mut problems = Vec::new();
+        let client = || name.to_owned();
+        if self.client_id.trim().is_empty() {
+            problems.push(OptionsError::EmptyClientId { client: client() });
+        }
+        if let Some(problem) = self.address_problem(name) {
+            problems.push(problem);
+        }
+        for (key, _) in &self.parameters {
+            if is_reserved(key) {
+                problems.push(OptionsError::ReservedParameter {
+                    client: client(),
+                    parameter: key.clone(),
+                });
+            }
+        }
+        problems
+    }
+
+    fn address_problem(&self, name: &str) -> Option<OptionsError> {
+        let address = &self.address;
+        if address.as_str() == UNSET_ADDRESS {
+            return Some(OptionsError::MissingAddress {
+                client: name.to_owned(),
+            });
+        }
+        let invalid = |reason| OptionsError::InvalidAddress {
+            client: name.to_owned(),
+            address: display_endpoint(address),
+            reason,
+        };
+        let secure = match address.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Some(invalid("the scheme must be http or https")),
+        };
+        let Some(host) = address.host() else {
+            return Some(invalid("the address has no host"));
+        };
+        if address.fragment().is_some() {
+            return Some(invalid("a token endpoint address cannot have a fragment"));
+        }
+        if !secure && !self.allow_insecure_http && !is_loopback(&host) {
+            return Some(OptionsError::InsecureAddress {
+                client: name.to_owned(),
+                address: display_endpoint(address),
+            });
+        }
+        None
+    }
+}
+
+/// Whether `name` is a form field the token request sets itself.
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_PARAMETERS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
+fn is_loopback(host: &Host<&str>) -> bool {
+    match host {
+        Host::Domain(d) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
+        Host::Ipv4(ip) => IpAddr::V4(*ip).is_loopback(),
+        Host::Ipv6(ip) => IpAddr::V6(*ip).is_loopback(),
+    }
+}
+
+/// The endpoint as shown in errors and logs: without user name, password, query or fragment.
+pub(crate) fn display_endpoint(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// How the client id and secret are sent to the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ClientCredentialStyle {
+    /// `client_secret_basic`: an `Authorization: Basic` header with the id and secret
+    /// form-url-encoded, then base64-encoded (RFC 6749 section 2.3.1).
+    #[default]
+    AuthorizationHeader,
+    /// `client_secret_post`: `client_id` and `client_secret` form fields in the request body.
+    PostBody,
+}
+
+/// A client secret. `Debug` and `Display` are not implemented in a way that reveals it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself. Do not log it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the secret is empty (a public client).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("ClientSecret(<empty>)")
+        } else {
+            f.write_str("ClientSecret(<redacted>)")
+        }
+    }
+}
+
+impl From<&str> for ClientSecret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for ClientSecret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// Per-call choices for [`AccessTokenManagementService::get_client_access_token`](super::AccessTokenManagementService::get_client_access_token).
+///
+/// `scope` and `resources`, when set, replace the client's configured ones; `parameters` are added to
+/// the client's (a name present in both takes the value given here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenRequestParameters {
+    /// Skip the cache read and request a new token (coalesced with other forced callers); the new
+    /// token replaces the cached one.
+    pub force_renewal: bool,
+    /// Scope to request instead of the client's.
+    pub scope: Option<String>,
+    /// Resource indicators to request instead of the client's.
+    pub resources: Vec<String>,
+    /// Extra form fields for this request.
+    pub parameters: Vec<(String, String)>,
+}
+
+impl TokenRequestParameters {
+    /// Parameters that force a renewal and otherwise use the client's defaults.
+    pub fn force_renewal() -> Self {
+        Self {
+            force_renewal: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the token requested is the client's default one (ignoring `force_renewal`).
+    #[inline]
+    pub fn is_client_default(&self) -> bool {
+        self.scope.is_none() && self.resources.is_empty() && self.parameters.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(address: &str) -> TokenClientOptions {
+        TokenClientOptions {
+            address: address.parse().unwrap(),
+            client_id: "id".into(),
+            client_secret: "secret".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn loopback_http_is_allowed_remote_is_not() {
+        assert!(
+            client("http://127.0.0.1:5000/token")
+                .problems("c")
+                .is_empty()
+        );
+        assert!(client("http://localhost/token").problems("c").is_empty());
+        assert!(client("http://[::1]/token").problems("c").is_empty());
+        let p = client("http://example.com/token").problems("c");
+        assert!(
+            matches!(p.as_slice(), [OptionsError::InsecureAddress { client, .. }] if client == "c")
+        );
+        let mut opt_in = client("http://example.com/token");
+        opt_in.allow_insecure_http = true;
+        assert!(opt_in.problems("c").is_empty());
+    }
+
+    #[test]
+    fn display_endpoint_strips_credentials() {
+        let url: Url = "https://user:pw@example.com/token?x=1".parse().unwrap();
+        assert_eq!(display_endpoint(&url), "https://example.com/token");
+    }
+}
