@@ -151,7 +151,6 @@ impl TokenManagementServiceCollectionExt for ServiceCollection {
 
 /// The builder [`add_http_client`](TokenManagementServiceCollectionExt::add_http_client) returns,
 /// to add middleware to the named client (.NET's `IHttpClientBuilder`).
-#[must_use = "the builder only adds middleware when its methods are called"]
 pub struct HttpClientBuilder<'a> {
     services: &'a mut ServiceCollection,
     name: String,
