@@ -9,9 +9,12 @@ use token_mgmt::prelude::*;
 use token_mgmt_examples::demo::{ApiClaims, DemoConfig, DemoServer};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+/// Where the worker sends the outcome of one API call.
+type Reply = oneshot::Sender<Result<ApiClaims, String>>;
+
 /// Lets the test ask the worker for one API call at a time and get its outcome back.
 #[derive(Clone)]
-struct CallRequests(Arc<Mutex<mpsc::Receiver<oneshot::Sender<Result<ApiClaims, String>>>>>);
+struct CallRequests(Arc<Mutex<mpsc::Receiver<Reply>>>);
 token_mgmt::inject_by_clone!(CallRequests);
 
 #[derive(Worker)]
@@ -38,7 +41,7 @@ impl BackgroundService for ApiWorker {
     }
 }
 
-async fn call(calls: &mpsc::Sender<oneshot::Sender<Result<ApiClaims, String>>>) -> ApiClaims {
+async fn call(calls: &mpsc::Sender<Reply>) -> ApiClaims {
     let (reply, outcome) = oneshot::channel();
     calls.send(reply).await.expect("the worker is running");
     outcome
@@ -94,7 +97,10 @@ async fn worker_calls_the_api_with_one_token_until_it_is_due_for_renewal() {
     }
     let counters = demo.counters();
     assert_eq!(counters.token_requests, 1, "one token while it is valid");
-    assert_eq!(counters.api_authorized, 5, "every call carried a valid token");
+    assert_eq!(
+        counters.api_authorized, 5,
+        "every call carried a valid token"
+    );
     assert_eq!(counters.api_unauthenticated + counters.api_invalid_token, 0);
 
     // m2m.short tokens live 75 s; the cache renews them at half their lifetime (the 60 s buffer
@@ -106,7 +112,10 @@ async fn worker_calls_the_api_with_one_token_until_it_is_due_for_renewal() {
 
     call(&calls).await;
     let counters = demo.counters();
-    assert_eq!(counters.token_requests, 2, "a new token once the old one is due");
+    assert_eq!(
+        counters.token_requests, 2,
+        "a new token once the old one is due"
+    );
     assert_eq!(counters.api_authorized, 6);
     assert_eq!(counters.api_unauthenticated + counters.api_invalid_token, 0);
 

@@ -102,7 +102,10 @@ impl TokenManagementServiceCollectionExt for ServiceCollection {
         if let Err(error) = configure(self.extension_mut::<AccessTokenManagementOptions>()) {
             self.record_error("add_access_token_management", error);
         }
-        if !std::mem::replace(&mut self.extension_mut::<Registrations>().token_management, true) {
+        if !std::mem::replace(
+            &mut self.extension_mut::<Registrations>().token_management,
+            true,
+        ) {
             self.add_singleton_factory(|provider| {
                 let options = provider
                     .extension::<AccessTokenManagementOptions>()
@@ -119,11 +122,16 @@ impl TokenManagementServiceCollectionExt for ServiceCollection {
     where
         F: FnOnce(&mut HttpClientOptions) -> Result<(), BoxError>,
     {
-        let registration = self.extension_mut::<HttpClientFactoryBuilder>().register(name);
+        let registration = self
+            .extension_mut::<HttpClientFactoryBuilder>()
+            .register(name);
         if let Err(error) = configure(registration.options_mut()) {
             self.record_error(format!("HTTP client `{name}`"), error);
         }
-        if !std::mem::replace(&mut self.extension_mut::<Registrations>().http_clients, true) {
+        if !std::mem::replace(
+            &mut self.extension_mut::<Registrations>().http_clients,
+            true,
+        ) {
             self.add_singleton_factory(build_http_client_factory);
             self.add_build_check(check_http_clients);
         }
@@ -210,8 +218,13 @@ fn build_http_client_factory(provider: &ServiceProvider) -> Result<HttpClientFac
                     format!("HTTP client `{http_client}` names no token client and there is not exactly one")
                 })?,
             };
-            let handler = ClientAccessTokenHandler::new(AccessTokenManagementService::clone(&service), token_client);
-            builder.register(http_client.as_str()).set_innermost(Arc::new(handler));
+            let handler = ClientAccessTokenHandler::new(
+                AccessTokenManagementService::clone(&service),
+                token_client,
+            );
+            builder
+                .register(http_client.as_str())
+                .set_innermost(Arc::new(handler));
         }
     }
     Ok(builder.build())

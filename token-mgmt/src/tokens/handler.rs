@@ -280,7 +280,7 @@ impl Middleware for ClientAccessTokenHandler {
         // Taken before the token goes in; `None` for a streaming body, which cannot be replayed.
         let replay = req.try_clone();
         req.headers_mut()
-            .insert(AUTHORIZATION, token.authorization_header().clone());
+            .insert(AUTHORIZATION, token.authorization_header());
         let response = next.clone().run(req, extensions).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
@@ -307,7 +307,7 @@ impl Middleware for ClientAccessTokenHandler {
             .map_err(reqwest_middleware::Error::middleware)?;
         replay
             .headers_mut()
-            .insert(AUTHORIZATION, renewed.authorization_header().clone());
+            .insert(AUTHORIZATION, renewed.authorization_header());
         next.run(replay, extensions).await
     }
 }
