@@ -77,6 +77,15 @@ pub fn run_threads<F>(threads: usize, iters: u64, op: F) -> Duration
 where
     F: Fn(usize, u64) + Sync,
 {
+    run_threads_in(None, threads, iters, op)
+}
+
+/// [`run_threads`] with each thread inside the tokio runtime context of `runtime` (for futures
+/// that need one, such as ours polled by [`poll_ready`]).
+pub fn run_threads_in<F>(runtime: Option<&tokio::runtime::Handle>, threads: usize, iters: u64, op: F) -> Duration
+where
+    F: Fn(usize, u64) + Sync,
+{
     let threads = threads.max(1);
     let barrier = Barrier::new(threads);
     let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
@@ -85,6 +94,7 @@ where
                 let barrier = &barrier;
                 let op = &op;
                 scope.spawn(move || {
+                    let _entered = runtime.map(tokio::runtime::Handle::enter);
                     barrier.wait();
                     let start = Instant::now();
                     for i in 0..iters {

@@ -3,6 +3,21 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The machine, for the report header: logical CPUs and the CPU model from `/proc/cpuinfo`.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{cpus} logical CPUs (nproc), {model}")
+}
+
 /// Median of `values` (mean of the two middle values for an even count); NaN when empty.
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
@@ -43,7 +58,12 @@ pub fn round_order(len: usize, round: usize) -> Vec<usize> {
 
 /// `1.234 µs`, `12.3 ms`, ... with three significant digits.
 pub fn fmt_duration(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
+    fmt_seconds(d.as_secs_f64())
+}
+
+/// Seconds (fractional) formatted like [`fmt_duration`], keeping sub-nanosecond precision.
+pub fn fmt_seconds(seconds: f64) -> String {
+    let ns = seconds * 1e9;
     let (value, unit) = if ns < 1e3 {
         (ns, "ns")
     } else if ns < 1e6 {

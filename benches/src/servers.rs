@@ -204,9 +204,10 @@ pub struct TokenEndpointConfig {
     pub client_secret: String,
     /// Length of issued access tokens (at least 16; opaque reference tokens are ~64, JWTs ~800).
     pub token_len: usize,
-    /// Add issued tokens to the API's [`ValidTokens`]. Off for the memory scenario, so the
-    /// server's own bookkeeping does not count as the client's cache.
-    pub record_issued: bool,
+    /// Add issued tokens to the API's [`ValidTokens`] and count requests per client id. Off for
+    /// the memory scenario, so the server's own bookkeeping does not count as the client's cache
+    /// (the total in [`TokenEndpoint::requests`] is always counted).
+    pub record: bool,
 }
 
 impl Default for TokenEndpointConfig {
@@ -216,7 +217,7 @@ impl Default for TokenEndpointConfig {
             expires_in: 3600,
             client_secret: crate::CLIENT_SECRET.to_owned(),
             token_len: 64,
-            record_issued: true,
+            record: true,
         }
     }
 }
@@ -244,7 +245,7 @@ pub struct TokenEndpoint {
 
 impl TokenEndpoint {
     /// Starts the endpoint on `handle`; issued tokens are added to `valid` (see
-    /// [`TokenEndpointConfig::record_issued`]).
+    /// [`TokenEndpointConfig::record`]).
     pub fn start(handle: &Handle, config: TokenEndpointConfig, valid: ValidTokens) -> io::Result<Self> {
         let state = Arc::new(TokenState {
             config,
@@ -313,7 +314,9 @@ async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: B
     let Some((client_id, secret)) = credentials else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
-    *state.per_client.entry(client_id.clone()).or_insert(0) += 1;
+    if state.config.record {
+        *state.per_client.entry(client_id.clone()).or_insert(0) += 1;
+    }
     if secret != state.config.client_secret {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
@@ -328,7 +331,7 @@ async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: B
     let mut access_token = format!("at{serial:014x}");
     let len = state.config.token_len.max(access_token.len());
     access_token.extend(std::iter::repeat_n('x', len - access_token.len()));
-    if state.config.record_issued {
+    if state.config.record {
         state.valid.insert(access_token.clone());
     }
     let mut body = serde_json::json!({
