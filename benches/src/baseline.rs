@@ -13,7 +13,8 @@ use crate::servers::Servers;
 use crate::{BoxError, CLIENT_SECRET};
 
 fn fixed_authorization() -> HeaderValue {
-    let mut value = HeaderValue::try_from(format!("Bearer {}", Servers::FIXED_TOKEN)).expect("ascii token");
+    let mut value =
+        HeaderValue::try_from(format!("Bearer {}", Servers::FIXED_TOKEN)).expect("ascii token");
     value.set_sensitive(true);
     value
 }
@@ -25,7 +26,9 @@ pub fn reqwest_fixed_header(url: &Url) -> RequestFn {
     let authorization = fixed_authorization();
     let url = url.clone();
     request_fn(move || {
-        let request = client.get(url.clone()).header(AUTHORIZATION, authorization.clone());
+        let request = client
+            .get(url.clone())
+            .header(AUTHORIZATION, authorization.clone());
         async move {
             request.send().await?.error_for_status()?.bytes().await?;
             Ok(())
@@ -40,7 +43,9 @@ pub fn reqwest012_fixed_header(url: &Url) -> RequestFn {
     let authorization = fixed_authorization();
     let url = url.clone();
     request_fn(move || {
-        let request = client.get(url.clone()).header(AUTHORIZATION, authorization.clone());
+        let request = client
+            .get(url.clone())
+            .header(AUTHORIZATION, authorization.clone());
         async move {
             request.send().await?.error_for_status()?.bytes().await?;
             Ok(())
@@ -50,7 +55,11 @@ pub fn reqwest012_fixed_header(url: &Url) -> RequestFn {
 
 /// One client-credentials token request with `reqwest` 0.13 (`client_secret_post`), its body
 /// read: the floor any token library pays for a cold token.
-pub async fn raw_token_request(client: &reqwest::Client, token_url: &Url, client_id: &str) -> Result<(), BoxError> {
+pub async fn raw_token_request(
+    client: &reqwest::Client,
+    token_url: &Url,
+    client_id: &str,
+) -> Result<(), BoxError> {
     client
         .post(token_url.clone())
         .header(http::header::ACCEPT, "application/json")
@@ -82,7 +91,10 @@ pub struct BareClientOptions {
 }
 
 /// The build-time baseline: `names.len()` registrations in a `HashMap` by name.
-pub fn bare_client_registry(token_url: &Url, names: &[String]) -> HashMap<String, BareClientOptions> {
+pub fn bare_client_registry(
+    token_url: &Url,
+    names: &[String],
+) -> HashMap<String, BareClientOptions> {
     names
         .iter()
         .map(|name| {
@@ -126,17 +138,37 @@ mod tests {
     #[test]
     fn fixed_header_baselines_are_authorized_and_raw_token_request_is_counted() {
         let servers = Servers::start(1, TokenEndpointConfig::default()).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(async {
-            for subject in [reqwest_fixed_header(&servers.api.data_url()), reqwest012_fixed_header(&servers.api.data_url())] {
+            for subject in [
+                reqwest_fixed_header(&servers.api.data_url()),
+                reqwest012_fixed_header(&servers.api.data_url()),
+            ] {
                 let report = run_load(4, Limit::Requests(20), subject).await;
-                assert_eq!((report.requests, report.errors), (20, 0), "{:?}", report.first_error);
+                assert_eq!(
+                    (report.requests, report.errors),
+                    (20, 0),
+                    "{:?}",
+                    report.first_error
+                );
             }
-            raw_token_request(&reqwest::Client::new(), &servers.token.url(), "raw").await.unwrap();
+            raw_token_request(&reqwest::Client::new(), &servers.token.url(), "raw")
+                .await
+                .unwrap();
         });
         assert_eq!(servers.api.served(), 40);
         assert_eq!(servers.token.requests_for("raw"), 1);
-        assert_eq!(bare_token_cache(&crate::cache::client_names(3), 2, 64).len(), 6);
-        assert_eq!(bare_client_registry(&servers.token.url(), &crate::cache::client_names(3)).len(), 3);
+        assert_eq!(
+            bare_token_cache(&crate::cache::client_names(3), 2, 64).len(),
+            6
+        );
+        assert_eq!(
+            bare_client_registry(&servers.token.url(), &crate::cache::client_names(3)).len(),
+            3
+        );
     }
 }

@@ -35,7 +35,11 @@ impl BareToken {
         let mut authorization =
             HeaderValue::try_from(format!("Bearer {access_token}")).expect("ascii token");
         authorization.set_sensitive(true);
-        Self { access_token, authorization, expires_at: Instant::now() + Duration::from_secs(3600) }
+        Self {
+            access_token,
+            authorization,
+            expires_at: Instant::now() + Duration::from_secs(3600),
+        }
     }
 }
 
@@ -82,7 +86,12 @@ where
 
 /// [`run_threads`] with each thread inside the tokio runtime context of `runtime` (for futures
 /// that need one, such as ours polled by [`poll_ready`]).
-pub fn run_threads_in<F>(runtime: Option<&tokio::runtime::Handle>, threads: usize, iters: u64, op: F) -> Duration
+pub fn run_threads_in<F>(
+    runtime: Option<&tokio::runtime::Handle>,
+    threads: usize,
+    iters: u64,
+    op: F,
+) -> Duration
 where
     F: Fn(usize, u64) + Sync,
 {
@@ -104,10 +113,21 @@ where
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("bench thread panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .collect()
     });
-    let start = spans.iter().map(|s| s.0).min().expect("at least one thread");
-    let end = spans.iter().map(|s| s.1).max().expect("at least one thread");
+    let start = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .expect("at least one thread");
+    let end = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .expect("at least one thread");
     end - start
 }
 

@@ -107,7 +107,9 @@ pub async fn run_load(concurrency: usize, limit: Limit, request: RequestFn) -> L
             let mut errors = 0u64;
             let mut first_error = None;
             loop {
-                if stop.load(Ordering::Relaxed) || issued.fetch_add(1, Ordering::Relaxed) >= max_requests {
+                if stop.load(Ordering::Relaxed)
+                    || issued.fetch_add(1, Ordering::Relaxed) >= max_requests
+                {
                     break;
                 }
                 let t0 = Instant::now();
@@ -200,7 +202,10 @@ mod tests {
             Ok(())
         });
         let report = run_load(2, Limit::Duration(Duration::from_millis(5)), request).await;
-        assert!(report.requests >= 2, "each task completes the request it started");
+        assert!(
+            report.requests >= 2,
+            "each task completes the request it started"
+        );
         assert!(report.elapsed >= Duration::from_millis(5));
         assert_eq!(report.errors, 0);
     }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use token_mgmt::http::{HttpClient, HttpClientFactory};
 use token_mgmt::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken, TokenClientOptions,
-    TokenRequestParameters,
+    AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken,
+    TokenClientOptions, TokenRequestParameters,
 };
 use url::Url;
 
@@ -29,7 +29,10 @@ use crate::stampede::{StampedeReport, run_callers, time_one};
 use crate::{BoxError, CLIENT_SECRET};
 
 /// Token client options for `client_id` (the client is registered under the same name).
-#[allow(clippy::field_reassign_with_default, reason = "works whether or not the struct is #[non_exhaustive]")]
+#[allow(
+    clippy::field_reassign_with_default,
+    reason = "works whether or not the struct is #[non_exhaustive]"
+)]
 fn client_options(token_url: &Url, client_id: &str) -> TokenClientOptions {
     // Field by field after `default()`, which also works if the struct becomes `#[non_exhaustive]`.
     let mut options = TokenClientOptions::default();
@@ -45,21 +48,34 @@ fn options_for(token_url: &Url, names: &[String]) -> AccessTokenManagementOption
     // INTEGRATOR: assumes `AccessTokenManagementOptions: Default` and `TokenClients::add(name, options)`.
     let mut options = AccessTokenManagementOptions::default();
     for name in names {
-        options.client.clients.add(name.clone(), client_options(token_url, name));
+        options
+            .client
+            .clients
+            .add(name.clone(), client_options(token_url, name));
     }
     options
 }
 
 /// A token service with one client per name, default cache and token endpoint client.
-pub fn token_service(token_url: &Url, names: &[String]) -> Result<AccessTokenManagementService, BoxError> {
-    Ok(AccessTokenManagementService::new(options_for(token_url, names))?)
+pub fn token_service(
+    token_url: &Url,
+    names: &[String],
+) -> Result<AccessTokenManagementService, BoxError> {
+    Ok(AccessTokenManagementService::new(options_for(
+        token_url, names,
+    ))?)
 }
 
 /// Fetches every client's token once (so the cache is warm), 64 at a time.
-pub async fn warm(service: &AccessTokenManagementService, names: &[String]) -> Result<(), BoxError> {
+pub async fn warm(
+    service: &AccessTokenManagementService,
+    names: &[String],
+) -> Result<(), BoxError> {
     let parameters = TokenRequestParameters::default();
     for chunk in names.chunks(64) {
-        let fetches = chunk.iter().map(|name| service.get_client_access_token(name, &parameters));
+        let fetches = chunk
+            .iter()
+            .map(|name| service.get_client_access_token(name, &parameters));
         for result in futures_util::future::join_all(fetches).await {
             result?;
         }
@@ -75,7 +91,8 @@ pub fn cache_hit(
     name: &str,
     parameters: &TokenRequestParameters,
 ) -> ClientAccessToken {
-    crate::cache::poll_ready(service.get_client_access_token(name, parameters)).expect("warm cache hit")
+    crate::cache::poll_ready(service.get_client_access_token(name, parameters))
+        .expect("warm cache hit")
 }
 
 /// An `HttpClientFactory` with one client `name`: base address `api_base`, token handler for
@@ -99,13 +116,22 @@ fn factory_with_token_handler(
 }
 
 async fn send(client: &HttpClient) -> Result<(), BoxError> {
-    client.get(API_RESOURCE).send().await?.error_for_status()?.bytes().await?;
+    client
+        .get(API_RESOURCE)
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
     Ok(())
 }
 
 /// Our per-request subjects for `client_id`, cold (the first requests fetch the token):
 /// `create_client` on every request (the pattern the issue measures), and one client reused.
-pub async fn request_subjects(servers: &Servers, client_id: &str) -> Result<Vec<(String, RequestFn)>, BoxError> {
+pub async fn request_subjects(
+    servers: &Servers,
+    client_id: &str,
+) -> Result<Vec<(String, RequestFn)>, BoxError> {
     let names = [client_id.to_owned()];
     let service = token_service(&servers.token.url(), &names)?;
     let factory = factory_with_token_handler(&service, client_id, &servers.api.base_url());
@@ -126,7 +152,10 @@ pub async fn request_subjects(servers: &Servers, client_id: &str) -> Result<Vec<
         })
     };
     Ok(vec![
-        ("token-mgmt (create_client per request)".to_owned(), per_request),
+        (
+            "token-mgmt (create_client per request)".to_owned(),
+            per_request,
+        ),
         ("token-mgmt (client reused)".to_owned(), reused),
     ])
 }
@@ -143,12 +172,19 @@ pub struct StampedeFigures {
 }
 
 /// Stampede round `round`: one cold call alone, then `callers` concurrent cold calls.
-pub async fn stampede(endpoint: &TokenEndpoint, callers: usize, round: usize) -> Result<StampedeFigures, BoxError> {
+pub async fn stampede(
+    endpoint: &TokenEndpoint,
+    callers: usize,
+    round: usize,
+) -> Result<StampedeFigures, BoxError> {
     let single_id = format!("ours-single-{round}");
     let single_service = token_service(&endpoint.url(), std::slice::from_ref(&single_id))?;
     let parameters = TokenRequestParameters::default();
     let single = time_one(async {
-        single_service.get_client_access_token(&single_id, &parameters).await.map_err(BoxError::from)
+        single_service
+            .get_client_access_token(&single_id, &parameters)
+            .await
+            .map_err(BoxError::from)
     })
     .await?;
 
@@ -159,11 +195,18 @@ pub async fn stampede(endpoint: &TokenEndpoint, callers: usize, round: usize) ->
         let service = service.clone();
         let name = Arc::clone(&name);
         async move {
-            service.get_client_access_token(&name, &TokenRequestParameters::default()).await.map_err(BoxError::from)
+            service
+                .get_client_access_token(&name, &TokenRequestParameters::default())
+                .await
+                .map_err(BoxError::from)
         }
     })
     .await;
-    Ok(StampedeFigures { single, stampede: report, token_requests: endpoint.requests_for(&id) })
+    Ok(StampedeFigures {
+        single,
+        stampede: report,
+        token_requests: endpoint.requests_for(&id),
+    })
 }
 
 /// Building the token service for `names.len()` clients: time and retained bytes (options
@@ -180,9 +223,19 @@ pub fn scale_build(token_url: &Url, names: &[String]) -> Result<(Duration, i64),
 /// Bytes retained by `names.len() * scopes` cached tokens: a service with `names` clients is built
 /// first, then every (client, scope) pair is fetched once; the figure is the live-byte delta of
 /// the fetches (the service's own build is not in it).
-#[allow(clippy::field_reassign_with_default, reason = "works whether or not the struct is #[non_exhaustive]")]
-pub async fn scale_memory(token_url: &Url, names: &[String], scopes: usize) -> Result<(u64, i64), BoxError> {
-    assert!(CountingAllocator::is_active(), "scale needs the counting allocator (run the `load` binary)");
+#[allow(
+    clippy::field_reassign_with_default,
+    reason = "works whether or not the struct is #[non_exhaustive]"
+)]
+pub async fn scale_memory(
+    token_url: &Url,
+    names: &[String],
+    scopes: usize,
+) -> Result<(u64, i64), BoxError> {
+    assert!(
+        CountingAllocator::is_active(),
+        "scale needs the counting allocator (run the `load` binary)"
+    );
     let service = token_service(token_url, names)?;
     let before = CountingAllocator::live_bytes();
     let mut fetched = 0u64;

@@ -28,11 +28,19 @@ const EXPIRY_BUFFER: Duration = Duration::from_secs(60);
 
 /// A `middle` client for `client_id` (built cold: `build` fetches the first token) whose requests
 /// `GET url` and read the body.
-pub async fn middle_client(token_url: &Url, client_id: &str, url: &Url) -> Result<RequestFn, BoxError> {
-    let authorizer = middle::BasicClientCredentialAuthorizerBuilder::new(client_id, CLIENT_SECRET, token_url.clone())
-        .add_scope(SCOPE)
-        .build()
-        .await?;
+pub async fn middle_client(
+    token_url: &Url,
+    client_id: &str,
+    url: &Url,
+) -> Result<RequestFn, BoxError> {
+    let authorizer = middle::BasicClientCredentialAuthorizerBuilder::new(
+        client_id,
+        CLIENT_SECRET,
+        token_url.clone(),
+    )
+    .add_scope(SCOPE)
+    .build()
+    .await?;
     let client = middle::HttpClient::new(authorizer).set_client(reqwest012::Client::new());
     let url = url.clone();
     Ok(request_fn(move || {
@@ -44,7 +52,8 @@ pub async fn middle_client(token_url: &Url, client_id: &str, url: &Url) -> Resul
     }))
 }
 
-type TokenClient = BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+type TokenClient =
+    BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
 #[derive(Debug)]
 struct Cached {
@@ -75,7 +84,13 @@ impl OAuth2RwLockPeer {
         let token_http = reqwest012::Client::builder()
             .redirect(reqwest012::redirect::Policy::none())
             .build()?;
-        Ok(Self { inner: Arc::new(Inner { oauth, token_http, cache: RwLock::new(None) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                oauth,
+                token_http,
+                cache: RwLock::new(None),
+            }),
+        })
     }
 
     /// The current `Authorization` value, fetching a token on a miss.
@@ -99,7 +114,8 @@ impl OAuth2RwLockPeer {
             .await?;
         let received = Instant::now();
         let lifetime = response.expires_in().unwrap_or(Duration::from_secs(3600));
-        let mut authorization = HeaderValue::try_from(format!("Bearer {}", response.access_token().secret()))?;
+        let mut authorization =
+            HeaderValue::try_from(format!("Bearer {}", response.access_token().secret()))?;
         authorization.set_sensitive(true);
         *cached = Some(Cached {
             authorization: authorization.clone(),
@@ -118,7 +134,13 @@ impl OAuth2RwLockPeer {
             let request = client.get(url.clone());
             async move {
                 let authorization = peer.authorization().await?;
-                request.header(AUTHORIZATION, authorization).send().await?.error_for_status()?.bytes().await?;
+                request
+                    .header(AUTHORIZATION, authorization)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .bytes()
+                    .await?;
                 Ok(())
             }
         })
@@ -134,19 +156,41 @@ mod tests {
     #[test]
     fn peers_make_authorized_calls_with_one_token_request_each() {
         let servers = Servers::start(1, TokenEndpointConfig::default()).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let url = servers.api.data_url();
         runtime.block_on(async {
-            let middle = middle_client(&servers.token.url(), "middle", &url).await.unwrap();
+            let middle = middle_client(&servers.token.url(), "middle", &url)
+                .await
+                .unwrap();
             let report = run_load(16, Limit::Requests(64), middle).await;
-            assert_eq!((report.requests, report.errors), (64, 0), "{:?}", report.first_error);
+            assert_eq!(
+                (report.requests, report.errors),
+                (64, 0),
+                "{:?}",
+                report.first_error
+            );
 
-            let oauth2 = OAuth2RwLockPeer::new(&servers.token.url(), "oauth2").unwrap().request_fn(&url);
+            let oauth2 = OAuth2RwLockPeer::new(&servers.token.url(), "oauth2")
+                .unwrap()
+                .request_fn(&url);
             let report = run_load(16, Limit::Requests(64), oauth2).await;
-            assert_eq!((report.requests, report.errors), (64, 0), "{:?}", report.first_error);
+            assert_eq!(
+                (report.requests, report.errors),
+                (64, 0),
+                "{:?}",
+                report.first_error
+            );
         });
         assert_eq!(servers.token.requests_for("middle"), 1);
-        assert_eq!(servers.token.requests_for("oauth2"), 1, "cold start at concurrency 16 coalesces");
+        assert_eq!(
+            servers.token.requests_for("oauth2"),
+            1,
+            "cold start at concurrency 16 coalesces"
+        );
         assert_eq!((servers.api.served(), servers.api.rejected()), (128, 0));
     }
 }

@@ -37,7 +37,11 @@ pub fn median(values: &[f64]) -> f64 {
 pub fn median_duration(values: &[Duration]) -> Duration {
     let secs: Vec<f64> = values.iter().map(Duration::as_secs_f64).collect();
     let m = median(&secs);
-    if m.is_nan() { Duration::ZERO } else { Duration::from_secs_f64(m) }
+    if m.is_nan() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(m)
+    }
 }
 
 /// Per-round ratios `subject[i] / baseline[i]` (both measured in round `i`), then their median.
@@ -122,7 +126,10 @@ impl Table {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self { headers: headers.into_iter().map(Into::into).collect(), rows: Vec::new() }
+        Self {
+            headers: headers.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
     }
 
     /// Appends a row (missing cells are left empty).

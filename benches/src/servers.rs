@@ -42,12 +42,17 @@ impl ServerRuntime {
             .thread_name("bench-server")
             .enable_all()
             .build()?;
-        Ok(Self { runtime: Some(runtime) })
+        Ok(Self {
+            runtime: Some(runtime),
+        })
     }
 
     /// The handle to start servers on.
     pub fn handle(&self) -> &Handle {
-        self.runtime.as_ref().expect("runtime present until drop").handle()
+        self.runtime
+            .as_ref()
+            .expect("runtime present until drop")
+            .handle()
     }
 }
 
@@ -153,7 +158,9 @@ impl ApiServer {
 
     /// Absolute URL of the protected resource.
     pub fn data_url(&self) -> Url {
-        self.base_url().join(API_RESOURCE).expect("valid relative path")
+        self.base_url()
+            .join(API_RESOURCE)
+            .expect("valid relative path")
     }
 
     /// Requests answered with 200.
@@ -183,7 +190,10 @@ async fn api_data(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Res
     }
     state.served.fetch_add(1, Ordering::Relaxed);
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         API_BODY,
     )
         .into_response()
@@ -246,7 +256,11 @@ pub struct TokenEndpoint {
 impl TokenEndpoint {
     /// Starts the endpoint on `handle`; issued tokens are added to `valid` (see
     /// [`TokenEndpointConfig::record`]).
-    pub fn start(handle: &Handle, config: TokenEndpointConfig, valid: ValidTokens) -> io::Result<Self> {
+    pub fn start(
+        handle: &Handle,
+        config: TokenEndpointConfig,
+        valid: ValidTokens,
+    ) -> io::Result<Self> {
         let state = Arc::new(TokenState {
             config,
             valid,
@@ -273,7 +287,10 @@ impl TokenEndpoint {
 
     /// Requests received from `client_id` (authenticated or not).
     pub fn requests_for(&self, client_id: &str) -> u64 {
-        self.state.per_client.get(client_id).map_or(0, |count| *count)
+        self.state
+            .per_client
+            .get(client_id)
+            .map_or(0, |count| *count)
     }
 
     /// Tokens issued.
@@ -289,7 +306,9 @@ fn oauth_error(status: StatusCode, error: &str) -> Response {
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     let unescape = |s: &str| {
@@ -303,7 +322,11 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: Bytes) -> Response {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
 
     let credentials = basic_credentials(&headers).or_else(|| {
         Some((
@@ -365,7 +388,8 @@ pub struct Servers {
 
 impl Servers {
     /// The token the fixed-`Authorization` baselines send.
-    pub const FIXED_TOKEN: &'static str = "fixed-baseline-token-0123456789abcdef0123456789abcdef0123456789ab";
+    pub const FIXED_TOKEN: &'static str =
+        "fixed-baseline-token-0123456789abcdef0123456789abcdef0123456789ab";
 
     /// Starts a server runtime with `server_threads` workers, a token endpoint configured by
     /// `config` and the API.
@@ -375,7 +399,12 @@ impl Servers {
         valid.insert(Self::FIXED_TOKEN);
         let token = TokenEndpoint::start(runtime.handle(), config, valid.clone())?;
         let api = ApiServer::start(runtime.handle(), valid.clone())?;
-        Ok(Self { token, api, valid, runtime })
+        Ok(Self {
+            token,
+            api,
+            valid,
+            runtime,
+        })
     }
 
     /// The servers' runtime handle.
@@ -392,12 +421,14 @@ mod tests {
     async fn token_endpoint_issues_tokens_the_api_accepts_and_counts_requests() {
         let valid = ValidTokens::new();
         let handle = Handle::current();
-        let endpoint = TokenEndpoint::start(&handle, TokenEndpointConfig::default(), valid.clone()).unwrap();
+        let endpoint =
+            TokenEndpoint::start(&handle, TokenEndpointConfig::default(), valid.clone()).unwrap();
         let api = ApiServer::start(&handle, valid).unwrap();
         let client = reqwest::Client::new();
 
         // client_secret_basic with a form-url-encoded id (RFC 6749 2.3.1).
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("a%2Bb:{}", crate::CLIENT_SECRET));
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("a%2Bb:{}", crate::CLIENT_SECRET));
         let response = client
             .post(endpoint.url())
             .header(header::AUTHORIZATION, format!("Basic {basic}"))
@@ -416,7 +447,11 @@ mod tests {
         // client_secret_post with a wrong secret is counted and rejected.
         let response = client
             .post(endpoint.url())
-            .form(&[("grant_type", "client_credentials"), ("client_id", "c"), ("client_secret", "nope")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "c"),
+                ("client_secret", "nope"),
+            ])
             .send()
             .await
             .unwrap();
@@ -425,10 +460,20 @@ mod tests {
         assert_eq!(endpoint.requests(), 2);
         assert_eq!(endpoint.issued(), 1);
 
-        let ok = client.get(api.data_url()).bearer_auth(&token).send().await.unwrap();
+        let ok = client
+            .get(api.data_url())
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.text().await.unwrap(), API_BODY);
-        let denied = client.get(api.data_url()).bearer_auth("forged").send().await.unwrap();
+        let denied = client
+            .get(api.data_url())
+            .bearer_auth("forged")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
         let missing = client.get(api.data_url()).send().await.unwrap();
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);

@@ -58,7 +58,12 @@ where
             }
         }
     }
-    StampedeReport { callers, ok, first_error, all_done: start.elapsed() }
+    StampedeReport {
+        callers,
+        ok,
+        first_error,
+        all_done: start.elapsed(),
+    }
 }
 
 /// Times one call of `call`.

@@ -15,14 +15,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use token_mgmt_benches::baseline::{
-    bare_client_registry, bare_token_cache, raw_token_request, reqwest012_fixed_header, reqwest_fixed_header,
+    bare_client_registry, bare_token_cache, raw_token_request, reqwest_fixed_header,
+    reqwest012_fixed_header,
 };
-use token_mgmt_benches::cache::{MANY_KEYS, bare_cache, bare_lookup, client_names, key_index, run_threads_in};
+use token_mgmt_benches::cache::{
+    MANY_KEYS, bare_cache, bare_lookup, client_names, key_index, run_threads_in,
+};
 use token_mgmt_benches::load::{Limit, LoadReport, RequestFn, run_load};
 use token_mgmt_benches::mem::{self, CountingAllocator};
 use token_mgmt_benches::peers::{OAuth2RwLockPeer, middle_client};
 use token_mgmt_benches::report::{
-    Table, fmt_bytes, fmt_duration, fmt_rate, fmt_ratio, fmt_seconds, machine, median, median_duration, median_ratio, round_order,
+    Table, fmt_bytes, fmt_duration, fmt_rate, fmt_ratio, fmt_seconds, machine, median,
+    median_duration, median_ratio, round_order,
 };
 use token_mgmt_benches::servers::{Servers, TokenEndpointConfig};
 use token_mgmt_benches::stampede::{run_callers, time_one};
@@ -82,7 +86,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = || value.parse::<u64>().map_err(|e| format!("{flag} {value}: {e}"));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|e| format!("{flag} {value}: {e}"))
+        };
         match flag.as_str() {
             "--rounds" => options.rounds = number()?.max(1) as usize,
             "--iters" => options.iters = number()?.max(1),
@@ -90,7 +98,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--concurrency" => {
                 options.concurrency = value
                     .split(',')
-                    .map(|c| c.trim().parse::<usize>().map_err(|e| format!("--concurrency {c}: {e}")))
+                    .map(|c| {
+                        c.trim()
+                            .parse::<usize>()
+                            .map_err(|e| format!("--concurrency {c}: {e}"))
+                    })
                     .collect::<Result<_, _>>()?;
             }
             "--server-threads" => options.server_threads = number()? as usize,
@@ -173,7 +185,10 @@ fn client_runtime(options: &Options) -> Result<tokio::runtime::Runtime, BoxError
 type Measure<'a> = Box<dyn Fn(usize, u64) -> f64 + 'a>;
 
 fn cache_hit(options: &Options) -> Result<(), BoxError> {
-    header("Cache hit: warm `get_client_access_token` vs bare `DashMap::get` + `Arc` clone", options);
+    header(
+        "Cache hit: warm `get_client_access_token` vs bare `DashMap::get` + `Arc` clone",
+        options,
+    );
     let names = client_names(MANY_KEYS);
     let bare = bare_cache(&names);
     let names_ref = &names;
@@ -193,16 +208,28 @@ fn cache_hit(options: &Options) -> Result<(), BoxError> {
         let runtime = client_runtime(options)?;
         let service = token_mgmt_benches::ours::token_service(&servers.token.url(), &names)?;
         runtime.block_on(token_mgmt_benches::ours::warm(&service, &names))?;
-        (servers, runtime, service, token_mgmt::tokens::TokenRequestParameters::default())
+        (
+            servers,
+            runtime,
+            service,
+            token_mgmt::tokens::TokenRequestParameters::default(),
+        )
     };
     #[cfg(feature = "ours")]
     let ours_measure: Option<Measure<'_>> = {
         let (_, runtime, service, parameters) = &ours_fixture;
         Some(Box::new(move |threads, keys| {
-            run_threads_in(Some(runtime.handle()), threads, options.iters, |thread, i| {
-                let name = &names_ref[key_index(thread, i, keys as usize)];
-                std::hint::black_box(token_mgmt_benches::ours::cache_hit(service, name, parameters));
-            })
+            run_threads_in(
+                Some(runtime.handle()),
+                threads,
+                options.iters,
+                |thread, i| {
+                    let name = &names_ref[key_index(thread, i, keys as usize)];
+                    std::hint::black_box(token_mgmt_benches::ours::cache_hit(
+                        service, name, parameters,
+                    ));
+                },
+            )
             .as_secs_f64()
                 / options.iters as f64
         }))
@@ -246,7 +273,11 @@ fn cache_hit(options: &Options) -> Result<(), BoxError> {
             };
             table.row([
                 threads.to_string(),
-                if keys == 1 { "one".to_owned() } else { format!("{keys} (rotating)") },
+                if keys == 1 {
+                    "one".to_owned()
+                } else {
+                    format!("{keys} (rotating)")
+                },
                 fmt_seconds(bare_median),
                 ours_cell,
                 ratio_cell,
@@ -276,7 +307,10 @@ struct Subject {
 }
 
 fn throughput(options: &Options) -> Result<(), BoxError> {
-    header("Per-request throughput: authorized GETs against the loopback API", options);
+    header(
+        "Per-request throughput: authorized GETs against the loopback API",
+        options,
+    );
     let servers = Servers::start(options.server_threads, TokenEndpointConfig::default())?;
     let runtime = client_runtime(options)?;
     let url = servers.api.data_url();
@@ -422,7 +456,10 @@ fn check(name: &str, report: &LoadReport) -> Result<(), BoxError> {
 
 fn stampede(options: &Options) -> Result<(), BoxError> {
     header("Stampede: concurrent callers on a cold key", options);
-    let config = TokenEndpointConfig { delay: options.delay, ..TokenEndpointConfig::default() };
+    let config = TokenEndpointConfig {
+        delay: options.delay,
+        ..TokenEndpointConfig::default()
+    };
     let servers = Servers::start(options.server_threads, config)?;
     let runtime = client_runtime(options)?;
     let token_url = servers.token.url();
@@ -530,7 +567,11 @@ fn scale(options: &Options) -> Result<(), BoxError> {
         return Err("the counting allocator is not active".into());
     }
     let names = client_names(options.clients);
-    let config = TokenEndpointConfig { token_len: options.token_len, record: false, ..TokenEndpointConfig::default() };
+    let config = TokenEndpointConfig {
+        token_len: options.token_len,
+        record: false,
+        ..TokenEndpointConfig::default()
+    };
     let servers = Servers::start(options.server_threads, config)?;
     let token_url = servers.token.url();
 
@@ -545,14 +586,16 @@ fn scale(options: &Options) -> Result<(), BoxError> {
         for subject in round_order(2, round) {
             if subject == 0 {
                 let start = Instant::now();
-                let (registry, bytes) = mem::retained_by(|| bare_client_registry(&token_url, &names));
+                let (registry, bytes) =
+                    mem::retained_by(|| bare_client_registry(&token_url, &names));
                 bare_build.push(start.elapsed().as_secs_f64());
                 bare_build_bytes = bytes;
                 drop(registry);
             } else {
                 #[cfg(feature = "ours")]
                 {
-                    let (elapsed, bytes) = token_mgmt_benches::ours::scale_build(&token_url, &names)?;
+                    let (elapsed, bytes) =
+                        token_mgmt_benches::ours::scale_build(&token_url, &names)?;
                     ours_build.push(elapsed.as_secs_f64());
                     ours_build_bytes = bytes;
                 }
@@ -562,19 +605,24 @@ fn scale(options: &Options) -> Result<(), BoxError> {
 
     // Memory: clients × scopes cached tokens. Baseline: a bare DashMap with the same entries.
     let tokens = options.clients * options.scopes;
-    let (bare_tokens, bare_token_bytes) = mem::retained_by(|| bare_token_cache(&names, options.scopes, options.token_len));
+    let (bare_tokens, bare_token_bytes) =
+        mem::retained_by(|| bare_token_cache(&names, options.scopes, options.token_len));
     assert_eq!(bare_tokens.len(), tokens);
     drop(bare_tokens);
 
     let mut table = Table::new(["figure", "baseline", "token-mgmt", "ratio", "goal"]);
     let build_label = format!("build {} registered token clients: time", options.clients);
     let bytes_label = format!("build {} registered token clients: memory", options.clients);
-    let tokens_label = format!("{tokens} cached tokens ({} B each): memory", options.token_len);
+    let tokens_label = format!(
+        "{tokens} cached tokens ({} B each): memory",
+        options.token_len
+    );
     #[cfg(feature = "ours")]
     {
         let runtime = client_runtime(options)?;
-        let (fetched, ours_token_bytes) =
-            runtime.block_on(token_mgmt_benches::ours::scale_memory(&token_url, &names, options.scopes))?;
+        let (fetched, ours_token_bytes) = runtime.block_on(
+            token_mgmt_benches::ours::scale_memory(&token_url, &names, options.scopes),
+        )?;
         assert_eq!(fetched as usize, tokens);
         drop(runtime);
         table.row([
@@ -608,8 +656,20 @@ fn scale(options: &Options) -> Result<(), BoxError> {
             "pending".into(),
             "–".into(),
         ]);
-        table.row([bytes_label, fmt_bytes(bare_build_bytes.max(0) as u64), PENDING.into(), "pending".into(), "–".into()]);
-        table.row([tokens_label, fmt_bytes(bare_token_bytes.max(0) as u64), PENDING.into(), "pending".into(), "< 50 MB".into()]);
+        table.row([
+            bytes_label,
+            fmt_bytes(bare_build_bytes.max(0) as u64),
+            PENDING.into(),
+            "pending".into(),
+            "–".into(),
+        ]);
+        table.row([
+            tokens_label,
+            fmt_bytes(bare_token_bytes.max(0) as u64),
+            PENDING.into(),
+            "pending".into(),
+            "< 50 MB".into(),
+        ]);
     }
     println!("{}", table.to_markdown());
     println!(
