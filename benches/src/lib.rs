@@ -6,7 +6,7 @@
 //! ([`peers`]: the `middle` crate and `oauth2` with a `tokio::sync::RwLock` cache), a counting
 //! allocator ([`mem`]) and markdown reporting ([`report`]).
 //!
-//! Our side (token-mgmt itself) is in [`ours`](crate) behind the `ours` cargo feature.
+//! Our side (token-mgmt itself) is in the `ours` module, compiled only with the `ours` cargo feature.
 //! How to run each scenario and the figures: `BENCHMARKS.md` at the workspace root.
 
 pub mod baseline;
