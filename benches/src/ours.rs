@@ -1,9 +1,5 @@
-//! OUR SIDE: token-mgmt measured with the same servers, driver and baselines as everything else.
-//!
-//! Compiled only with the `ours` cargo feature (off until the token service and the HTTP client
-//! factory land in the workspace). Written against CONTRACT.md; the integrator turns the feature on
-//! and fixes whatever the final API names differ in. Every call into token-mgmt is in this file,
-//! and the places that rely on API *not* fixed by the contract are marked `INTEGRATOR:`.
+//! Our side: token-mgmt measured with the same servers, driver and baselines as everything else.
+//! Every call into token-mgmt is in this file (compiled with the default `ours` feature).
 //!
 //! Functions the `load` binary and the `cache_hit` bench call:
 //! - [`token_service`], [`warm`], [`cache_hit`]: the warm-cache `get_client_access_token` path.
@@ -45,7 +41,6 @@ fn client_options(token_url: &Url, client_id: &str) -> TokenClientOptions {
 
 /// The options with one token client per name (name = client id).
 fn options_for(token_url: &Url, names: &[String]) -> AccessTokenManagementOptions {
-    // INTEGRATOR: assumes `AccessTokenManagementOptions: Default` and `TokenClients::add(name, options)`.
     let mut options = AccessTokenManagementOptions::default();
     for name in names {
         options
@@ -102,11 +97,6 @@ fn factory_with_token_handler(
     name: &str,
     api_base: &Url,
 ) -> HttpClientFactory {
-    // INTEGRATOR: the factory builder is the http piece's (`HttpClientFactory::builder`,
-    // `register(name) -> &mut HttpClientRegistration`, `set_innermost(Arc<dyn Middleware>)`), the
-    // handler constructor is the tokens piece's; the contract fixes neither. If the final
-    // registration layer (`add_client_access_token_client`) is the only way to attach the handler,
-    // build a `ServiceCollection` here and take the `HttpClientFactory` out of the provider.
     let handler = token_mgmt::tokens::ClientAccessTokenHandler::new(service.clone(), name);
     let mut builder = HttpClientFactory::builder();
     let registration = builder.register(name);
