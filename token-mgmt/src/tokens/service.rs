@@ -55,7 +55,7 @@ use super::cache::{
 use super::endpoint::{ClientEndpoint, RequestShape, TokenEndpointClient, TokenResponse};
 use super::error::{OptionsError, TokenError};
 use super::options::{AccessTokenManagementOptions, TokenRequestParameters, is_reserved};
-use super::token::ClientAccessToken;
+use super::token::{ClientAccessToken, TokenSlot};
 
 /// Up to this many clients, a name is found by a linear scan (cheaper than hashing it).
 const LINEAR_LOOKUP_MAX: usize = 8;
@@ -70,7 +70,8 @@ pub struct AccessTokenManagementService {
 
 struct Inner {
     clients: Vec<Arc<ClientState>>,
-    index: HashMap<Box<str>, usize>,
+    /// Client names are configuration, not attacker input: a fast (still seeded) hash suits them.
+    index: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
     cache: Arc<dyn ClientAccessTokenCache>,
     endpoint: TokenEndpointClient,
     buffer: Duration,
@@ -84,6 +85,9 @@ struct ClientState {
     endpoint: ClientEndpoint,
     default_shape: RequestShape,
     default_key: CacheKey,
+    /// The last token the service obtained for `default_key` (a first-level cache in front of the
+    /// pluggable one): a hit on the default request reads only this.
+    default_token: TokenSlot,
 }
 
 type FlightResult = Option<Result<ClientAccessToken, TokenError>>;
@@ -147,6 +151,7 @@ impl AccessTokenManagementServiceBuilder {
                     endpoint: ClientEndpoint::new(name, client_options.clone()),
                     default_shape,
                     default_key,
+                    default_token: TokenSlot::default(),
                 })
             })
             .collect();
@@ -238,8 +243,14 @@ impl AccessTokenManagementService {
         if parameters.is_client_default() {
             let mut seen_stale = false;
             if !parameters.force_renewal {
-                if let Some(token) = self.inner.cache.get_cached(&client.default_key) {
+                if let Some(token) = client.default_token.load() {
                     if token.is_fresh() {
+                        return Ok(token);
+                    }
+                    seen_stale = true;
+                } else if let Some(token) = self.inner.cache.get_cached(&client.default_key) {
+                    if token.is_fresh() {
+                        client.default_token.store(&token);
                         return Ok(token);
                     }
                     seen_stale = true;
@@ -300,6 +311,7 @@ impl AccessTokenManagementService {
     ) -> Result<(), TokenError> {
         let client = self.inner.client(client_name)?;
         let key = if parameters.is_client_default() {
+            client.default_token.clear();
             client.default_key.clone()
         } else {
             let shape = client.shape_for(parameters)?;
@@ -393,6 +405,9 @@ impl Inner {
         // `get_cached` answered `None`: the cache may be remote, ask it properly.
         if !force && !seen_stale {
             if let Some(token) = self.read_cache(&client, &key).await {
+                if shape.is_none() {
+                    client.default_token.store(&token);
+                }
                 return Ok(token);
             }
         }
@@ -471,6 +486,22 @@ impl Inner {
 
     /// The body of a flight: re-check the cache (non-forced), request, cache the token.
     async fn fly(
+        &self,
+        client: &ClientState,
+        key: &CacheKey,
+        shape: Option<RequestShape>,
+        force: bool,
+    ) -> Result<ClientAccessToken, TokenError> {
+        let default_request = shape.is_none();
+        let token = self.fetch_or_reuse(client, key, shape, force).await?;
+        if default_request {
+            client.default_token.store(&token);
+        }
+        Ok(token)
+    }
+
+    /// A fresh token from the cache (non-forced), else a new one from the token endpoint, cached.
+    async fn fetch_or_reuse(
         &self,
         client: &ClientState,
         key: &CacheKey,

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
+use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use tokio::time::Instant;
 
@@ -165,6 +166,29 @@ impl ClientAccessToken {
     /// Whether two handles share the same token allocation (same token request).
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// One token shared lock-free between writers and many readers: the service's per-client copy of
+/// the default token, read on every cache hit without hashing or locking.
+#[derive(Default)]
+pub(crate) struct TokenSlot(ArcSwapOption<Inner>);
+
+impl TokenSlot {
+    /// The token in the slot, if any (one `Arc` increment).
+    #[inline]
+    pub(crate) fn load(&self) -> Option<ClientAccessToken> {
+        self.0.load_full().map(|inner| ClientAccessToken { inner })
+    }
+
+    /// Puts `token` in the slot, replacing what was there.
+    pub(crate) fn store(&self, token: &ClientAccessToken) {
+        self.0.store(Some(Arc::clone(&token.inner)));
+    }
+
+    /// Empties the slot.
+    pub(crate) fn clear(&self) {
+        self.0.store(None);
     }
 }
 
