@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use token_mgmt::http::CreateClientError;
 use token_mgmt::prelude::*;
-use token_mgmt_examples::demo::{ApiClaims, DemoConfig, DemoServer};
+use token_mgmt::tokens::ForeignOriginError;
+use token_mgmt_examples::demo::{ApiClaims, DemoConfig, DemoServer, RecordingServer};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Where the worker sends the outcome of one API call.
@@ -227,4 +228,41 @@ async fn create_client_with_an_unknown_name_lists_the_registered_ones() {
         "{error:?}"
     );
     assert!(error.to_string().contains("api"), "{error}");
+}
+
+#[tokio::test]
+async fn an_access_token_client_refuses_absolute_urls_to_other_origins() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let elsewhere = RecordingServer::start().await.unwrap();
+    let mut services = ServiceCollection::new();
+    register_demo_client(&mut services, &demo);
+    let provider = services.build().unwrap();
+    let client = provider
+        .get_required::<HttpClientFactory>()
+        .unwrap()
+        .create_client("api")
+        .unwrap();
+
+    let error = client
+        .get_string(elsewhere.url().join("collect").unwrap())
+        .await
+        .unwrap_err();
+    let refused = error
+        .middleware_error::<ForeignOriginError>()
+        .unwrap_or_else(|| panic!("{error:?}"));
+    assert_eq!(refused.client, "demo");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "nothing reached the other origin"
+    );
+    assert_eq!(
+        demo.counters().token_requests,
+        0,
+        "no token was even requested"
+    );
+
+    // An absolute URL on the configured origin is fine.
+    let same_origin = demo.api_base().join("test").unwrap();
+    client.get_string(same_origin).await.unwrap();
+    assert_eq!(demo.counters().api_authorized, 1);
 }

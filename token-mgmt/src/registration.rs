@@ -218,13 +218,15 @@ fn build_http_client_factory(provider: &ServiceProvider) -> Result<HttpClientFac
                     format!("HTTP client `{http_client}` names no token client and there is not exactly one")
                 })?,
             };
-            let handler = ClientAccessTokenHandler::new(
+            let registration = builder.register(http_client.as_str());
+            let mut handler = ClientAccessTokenHandler::new(
                 AccessTokenManagementService::clone(&service),
                 token_client,
             );
-            builder
-                .register(http_client.as_str())
-                .set_innermost(Arc::new(handler));
+            if let Some(base_address) = &registration.options().base_address {
+                handler = handler.with_allowed_origin(base_address);
+            }
+            registration.set_innermost(Arc::new(handler));
         }
     }
     Ok(builder.build())

@@ -9,6 +9,7 @@ use http::Extensions;
 use http::header::AUTHORIZATION;
 use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
+use url::{Origin, Url};
 
 use super::error::TokenError;
 use super::options::TokenRequestParameters;
@@ -94,7 +95,10 @@ pub struct SkipAccessToken;
 ///
 /// Redirects are followed by reqwest below the middleware chain; reqwest's default policy removes
 /// `Authorization` when a redirect leaves the request's origin, so the token never reaches another
-/// origin through a redirect.
+/// origin through a redirect. With [`with_allowed_origin`](Self::with_allowed_origin) (set by
+/// `add_client_access_token_client` from the client's base address), a request to any other origin
+/// is refused with a [`ForeignOriginError`] before a token is attached: an absolute URL taken from an
+/// API response (a "next page" link, say) cannot carry the token elsewhere.
 ///
 /// # Per-request options
 ///
@@ -126,6 +130,24 @@ pub struct ClientAccessTokenHandler {
     parameters: TokenRequestParameters,
     /// `parameters` with `force_renewal`: used on a 401, kept ready so that path allocates nothing.
     forced: TokenRequestParameters,
+    /// The only origin tokens are sent to, when set.
+    allowed_origin: Option<Origin>,
+}
+
+/// A request of a [`ClientAccessTokenHandler`] restricted to one origin went to another: it was not
+/// sent. Reached by downcast from [`reqwest_middleware::Error::Middleware`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "request to {request_origin} refused: token client `{client}` sends its tokens only to {allowed_origin}"
+)]
+#[non_exhaustive]
+pub struct ForeignOriginError {
+    /// The token client.
+    pub client: String,
+    /// The origin the request went to.
+    pub request_origin: String,
+    /// The origin the handler sends tokens to.
+    pub allowed_origin: String,
 }
 
 impl ClientAccessTokenHandler {
@@ -143,7 +165,16 @@ impl ClientAccessTokenHandler {
             client_name: Arc::from(token_client_name.into()),
             parameters: TokenRequestParameters::default(),
             forced: TokenRequestParameters::force_renewal(),
+            allowed_origin: None,
         }
+    }
+
+    /// Sends tokens only to `url`'s origin (scheme, host and port): a request to another origin fails
+    /// with [`ForeignOriginError`] and is not sent. Without it, the handler authorizes every request
+    /// of the client it is on.
+    pub fn with_allowed_origin(mut self, url: &Url) -> Self {
+        self.allowed_origin = Some(url.origin());
+        self
     }
 
     /// Uses `parameters` (another scope, resources or extra fields) for every request that does not
@@ -268,6 +299,16 @@ impl Middleware for ClientAccessTokenHandler {
     ) -> reqwest_middleware::Result<Response> {
         if extensions.get::<SkipAccessToken>().is_some() {
             return next.run(req, extensions).await;
+        }
+        if let Some(allowed) = &self.allowed_origin {
+            let origin = req.url().origin();
+            if origin != *allowed {
+                return Err(reqwest_middleware::Error::middleware(ForeignOriginError {
+                    client: self.client_name.to_string(),
+                    request_origin: origin.ascii_serialization(),
+                    allowed_origin: allowed.ascii_serialization(),
+                }));
+            }
         }
         // A per-request override is cloned (rare); the default path borrows the handler's own.
         let overridden = extensions.get::<TokenRequestParameters>().cloned();

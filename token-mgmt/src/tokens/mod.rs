@@ -41,7 +41,7 @@ pub use cache::{
     PrecomputedHasher,
 };
 pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};
-pub use handler::{ClientAccessTokenHandler, SkipAccessToken};
+pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use options::{
     AccessTokenManagementOptions, ClientCredentialStyle, ClientOptions, ClientSecret,
     DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_MAX_RESPONSE_BODY_SIZE,

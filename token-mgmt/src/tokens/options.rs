@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -155,21 +156,19 @@ impl TokenClients {
     /// Every problem with the registered clients.
     pub fn problems(&self) -> Vec<OptionsError> {
         let mut problems = Vec::new();
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen = HashSet::with_capacity(self.entries.len());
+        let mut duplicates = HashSet::new();
         for (name, options) in &self.entries {
             if name.is_empty() {
                 problems.push(OptionsError::EmptyClientName);
-            } else if seen.contains(&name.as_str()) {
-                if !problems.iter().any(
-                    |p| matches!(p, OptionsError::DuplicateClient { client } if client == name),
-                ) {
+            } else if !seen.insert(name.as_str()) {
+                if duplicates.insert(name.as_str()) {
                     problems.push(OptionsError::DuplicateClient {
                         client: name.clone(),
                     });
                 }
                 continue;
             }
-            seen.push(name);
             problems.extend(options.problems(name));
         }
         problems
