@@ -141,12 +141,35 @@ pub async fn request_subjects(
             async move { send(&client).await }
         })
     };
+    // The same named client without the token handler, the warm token as a fixed default header:
+    // separates the cost of the HTTP client layer (path resolution, reqwest-middleware) from the
+    // token handler's.
+    let without_handler = {
+        let token = service
+            .get_client_access_token(client_id, &TokenRequestParameters::default())
+            .await?;
+        let mut builder = HttpClientFactory::builder();
+        let options = builder.register(client_id).options_mut();
+        options.base_address = Some(servers.api.base_url());
+        options
+            .default_headers
+            .insert(http::header::AUTHORIZATION, token.authorization_header());
+        let client = builder.build().create_client(client_id)?;
+        request_fn(move || {
+            let client = client.clone();
+            async move { send(&client).await }
+        })
+    };
     Ok(vec![
         (
             "token-mgmt (create_client per request)".to_owned(),
             per_request,
         ),
         ("token-mgmt (client reused)".to_owned(), reused),
+        (
+            "token-mgmt HttpClient, fixed header, no token handler".to_owned(),
+            without_handler,
+        ),
     ])
 }
 
