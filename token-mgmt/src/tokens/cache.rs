@@ -176,8 +176,10 @@ pub trait ClientAccessTokenCache: Send + Sync + 'static {
 /// Entries are replaced when a token is renewed and removed by `delete`; a key that is never asked
 /// for again keeps its last token until then (one entry per distinct request shape).
 ///
-/// A stored token gets a refresh timer (see [`ClientAccessToken::is_fresh`]), so that a cache hit
-/// checks one atomic flag instead of reading the clock.
+/// The cache arms nothing itself: tokens the service stores are armed by the service's refresh
+/// scheduler (a cache hit checks one atomic flag, see [`ClientAccessToken::is_fresh`]); a token
+/// stored directly with [`set`](ClientAccessTokenCache::set) stays unarmed and its freshness is
+/// decided by reading the tokio clock, which is just as correct.
 #[derive(Default)]
 pub struct InMemoryClientAccessTokenCache {
     map: DashMap<CacheKey, ClientAccessToken, PrecomputedHashBuilder>,
@@ -225,8 +227,6 @@ impl ClientAccessTokenCache for InMemoryClientAccessTokenCache {
     }
 
     async fn set(&self, key: &CacheKey, token: ClientAccessToken) -> Result<(), BoxError> {
-        // Tokens the service requested are armed already; this covers tokens stored directly.
-        token.arm_refresh_timer();
         self.map.insert(key.clone(), token);
         Ok(())
     }

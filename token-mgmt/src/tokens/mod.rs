@@ -33,6 +33,7 @@ mod endpoint;
 mod error;
 mod handler;
 mod options;
+mod refresh;
 mod service;
 mod token;
 

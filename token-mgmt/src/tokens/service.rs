@@ -7,10 +7,10 @@
 //!    computed when the service was built, with its hash; the cache's synchronous [`get_cached`] is
 //!    tried and the token's freshness checked. A hit returns a clone of the cached token (one `Arc`
 //!    increment): no allocation, no string hashing, no boxed future, no lock held past the map read.
-//!    Freshness costs one relaxed atomic load: when the service receives a token it arms a tokio timer
-//!    that marks it stale at its refresh time (tokio's clock, so a paused test clock drives it), and a
-//!    token without a timer (e.g. rebuilt by a remote cache) is compared with one read of the tokio
-//!    clock instead. A clock read costs about as much as the whole map lookup, hence the timer.
+//!    Freshness costs one relaxed atomic load: when the service receives a token it *arms* it with the
+//!    service's refresh scheduler, which marks it stale at its refresh time, and a token that is not
+//!    armed (e.g. rebuilt by a remote cache) is compared with one read of the tokio clock instead. A
+//!    clock read costs about as much as the whole map lookup, hence the scheduler.
 //! 3. On a miss, callers of the same cache key share one *flight*: the first inserts it into a
 //!    concurrent map of in-flight requests and spawns a task that requests the token, stores it in the
 //!    cache, publishes the result on a `watch` channel, and only then leaves the map. The others
@@ -23,6 +23,19 @@
 //! Forced renewals have their own in-flight map: they never join a normal flight (which may have
 //! started before the caller saw its token rejected), are coalesced with each other, skip the cache
 //! read and replace the cached token.
+//!
+//! # Refresh scheduler
+//!
+//! Each service has one refresh scheduler: a single tokio task, spawned on the runtime of the first
+//! call that receives a token, holding every armed token's "mark stale" guard in a heap ordered by
+//! refresh time, with one tokio sleep set to the earliest (tokio's clock: a paused test clock drives
+//! it, and after `advance` a `yield_now` lets it run). Arming a token sends its guard over a channel:
+//! 24 bytes per pending token, where a task per token cost hundreds. A token without a refresh time
+//! is never armed; one already past it is marked stale at once; outside a runtime tokens stay
+//! unarmed and are checked against the clock. If the scheduler's runtime shuts down, the guards it
+//! held are dropped and mark their tokens stale (conservative), and the next token received spawns
+//! a new scheduler on the current runtime. When the service is dropped the task ends, marking what
+//! it still held stale.
 //!
 //! # Cache lifetime
 //!
@@ -55,6 +68,7 @@ use super::cache::{
 use super::endpoint::{ClientEndpoint, RequestShape, TokenEndpointClient, TokenResponse};
 use super::error::{OptionsError, TokenError};
 use super::options::{AccessTokenManagementOptions, TokenRequestParameters, is_reserved};
+use super::refresh::RefreshScheduler;
 use super::token::{ClientAccessToken, TokenSlot};
 
 /// Up to this many clients, a name is found by a linear scan (cheaper than hashing it).
@@ -79,6 +93,8 @@ struct Inner {
     in_flight: DashMap<CacheKey, Flight, PrecomputedHashBuilder>,
     in_flight_forced: DashMap<CacheKey, Flight, PrecomputedHashBuilder>,
     next_flight_id: AtomicU64,
+    /// Marks the tokens this service receives stale at their refresh time (see the module docs).
+    refresh: RefreshScheduler,
 }
 
 struct ClientState {
@@ -178,6 +194,7 @@ impl AccessTokenManagementServiceBuilder {
                 in_flight: DashMap::default(),
                 in_flight_forced: DashMap::default(),
                 next_flight_id: AtomicU64::new(0),
+                refresh: RefreshScheduler::default(),
             }),
         })
     }
@@ -522,7 +539,7 @@ impl Inner {
         let shape = shape.as_ref().unwrap_or(&client.default_shape);
         let response = self.endpoint.request_token(&client.endpoint, shape).await?;
         let token = self.make_token(client, response)?;
-        token.arm_refresh_timer();
+        self.refresh.arm(&token);
         if let Err(error) = self.cache.set(key, token.clone()).await {
             tracing::warn!(
                 client = %client.endpoint.name,

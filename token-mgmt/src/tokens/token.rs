@@ -19,14 +19,16 @@ pub struct ClientAccessToken {
 }
 
 struct Inner {
-    access_token: Box<str>,
-    token_type: Box<str>,
+    /// `<token type> <access token>`, marked sensitive. The token and its type are read back from
+    /// it (one copy of the token per allocation, not three).
+    authorization: HeaderValue,
+    /// Where the access token starts in `authorization` (the type's length plus the space).
+    token_start: u32,
+    /// [`UNARMED`], [`ARMED`] or [`STALE`]: see [`ClientAccessToken::is_fresh`].
+    freshness: AtomicU8,
     expires_at: Option<Instant>,
     refresh_at: Option<Instant>,
     scope: Option<Box<str>>,
-    authorization: HeaderValue,
-    /// [`UNARMED`], [`ARMED`] or [`STALE`]: see [`ClientAccessToken::is_fresh`].
-    freshness: AtomicU8,
 }
 
 /// No refresh timer: freshness is decided by reading the clock.
@@ -63,30 +65,45 @@ impl ClientAccessToken {
     ) -> Result<Self, InvalidTokenCharacters> {
         let access_token: String = access_token.into();
         let token_type = normalise_token_type(token_type);
-        let mut authorization = HeaderValue::try_from(format!("{token_type} {access_token}"))
-            .map_err(|_| InvalidTokenCharacters)?;
+        let token_start =
+            u32::try_from(token_type.len() + 1).map_err(|_| InvalidTokenCharacters)?;
+        // Exactly sized: the header's bytes then take over the buffer without another allocation.
+        let mut header = String::with_capacity(token_type.len() + 1 + access_token.len());
+        header.push_str(token_type);
+        header.push(' ');
+        header.push_str(&access_token);
+        drop(access_token);
+        let mut authorization =
+            HeaderValue::try_from(header).map_err(|_| InvalidTokenCharacters)?;
         authorization.set_sensitive(true);
         Ok(Self {
             inner: Arc::new(Inner {
-                access_token: access_token.into_boxed_str(),
-                token_type: token_type.into(),
+                authorization,
+                token_start,
+                freshness: AtomicU8::new(UNARMED),
                 expires_at,
                 refresh_at,
                 scope: scope.map(String::into_boxed_str),
-                authorization,
-                freshness: AtomicU8::new(UNARMED),
             }),
         })
     }
 
     /// The access token itself. Secret: do not log it.
     pub fn access_token(&self) -> &str {
-        &self.inner.access_token
+        let start = self.inner.token_start as usize;
+        self.header_str(start..self.inner.authorization.len())
     }
 
     /// The token type, normalised (`Bearer`, `DPoP`, or as sent for other types).
     pub fn token_type(&self) -> &str {
-        &self.inner.token_type
+        self.header_str(0..self.inner.token_start as usize - 1)
+    }
+
+    /// A part of the header value. It was built from UTF-8 strings and is split at the ASCII space
+    /// between them, so each part is UTF-8.
+    fn header_str(&self, range: std::ops::Range<usize>) -> &str {
+        std::str::from_utf8(&self.inner.authorization.as_bytes()[range])
+            .expect("the header was built from UTF-8 strings")
     }
 
     /// When the token expires, computed from the moment the response arrived plus `expires_in`.
@@ -120,10 +137,17 @@ impl ClientAccessToken {
 
     /// Whether the token may still be served from the cache now.
     ///
-    /// A token the service requested carries a refresh timer (a tokio timer, so it follows a paused
-    /// test clock) that marks it stale at [`refresh_at`](Self::refresh_at); while it is pending this
-    /// is one relaxed atomic load, with no clock read. Other tokens (built with
-    /// [`new`](Self::new), e.g. by a remote cache) compare `refresh_at` with the tokio clock.
+    /// A token the service requested is *armed*: the service's refresh scheduler (one tokio task per
+    /// service, holding every pending token in a timer queue on tokio's clock, so a paused test clock
+    /// drives it) marks it stale at [`refresh_at`](Self::refresh_at). For an armed token this is one
+    /// relaxed atomic load, with no clock read. If the scheduler goes away before the refresh time
+    /// (its runtime shut down, or the service was dropped), the token is marked stale: a later caller
+    /// requests a new one rather than trusting it forever.
+    ///
+    /// Other tokens are *unarmed* and compare `refresh_at` with the tokio clock: tokens built with
+    /// [`new`](Self::new) (e.g. by a remote cache, or stored into a cache directly), tokens received
+    /// outside a tokio runtime, and tokens due for refresh more than a year ahead. A token without a
+    /// refresh time is always fresh.
     #[inline]
     pub fn is_fresh(&self) -> bool {
         match self.inner.freshness.load(Ordering::Relaxed) {
@@ -133,34 +157,25 @@ impl ClientAccessToken {
         }
     }
 
-    /// Starts the refresh timer (see [`is_fresh`](Self::is_fresh)), on the current tokio runtime (which
-    /// needs its time driver); outside a runtime the token stays unarmed and freshness is decided by
-    /// reading the clock. If the timer task is dropped before it fires (its runtime shuts down), the
-    /// token is marked stale: a later caller requests a new one rather than trusting it forever.
-    pub(crate) fn arm_refresh_timer(&self) {
-        let Some(at) = self.inner.refresh_at else {
-            return; // no expiry: fresh until deleted, no clock read either
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if Instant::now() >= at {
-            self.inner.freshness.store(STALE, Ordering::Relaxed);
-            return;
-        }
-        if self
-            .inner
+    /// Marks the token stale now (its refresh time has passed).
+    pub(crate) fn mark_stale(&self) {
+        self.inner.freshness.store(STALE, Ordering::Relaxed);
+    }
+
+    /// Moves an unarmed token to armed and returns the guard that marks it stale when dropped (the
+    /// refresh scheduler drops it at the refresh time); `None` when the token is already armed or
+    /// stale. The caller must hand the guard to a timer: while it lives, the token reads as fresh.
+    pub(crate) fn begin_arm(&self) -> Option<MarkStaleOnDrop> {
+        self.inner
             .freshness
             .compare_exchange(UNARMED, ARMED, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return; // already armed (or stale)
-        }
-        let mark = MarkStaleOnDrop(Arc::downgrade(&self.inner));
-        runtime.spawn(async move {
-            tokio::time::sleep_until(at).await;
-            drop(mark);
-        });
+            .ok()
+            .map(|_| MarkStaleOnDrop(Arc::downgrade(&self.inner)))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_unarmed(&self) -> bool {
+        self.inner.freshness.load(Ordering::Relaxed) == UNARMED
     }
 
     /// Whether two handles share the same token allocation (same token request).
@@ -192,8 +207,10 @@ impl TokenSlot {
     }
 }
 
-/// Marks the token stale when dropped: when its refresh timer fires, or when the timer task is dropped.
-struct MarkStaleOnDrop(Weak<Inner>);
+/// Marks the token stale when dropped: when the refresh scheduler's timer for it fires, or when the
+/// scheduler is dropped (its runtime shut down, or its service dropped) with the guard still pending.
+/// Holds the token weakly: a pending refresh does not keep a dropped token's contents alive.
+pub(crate) struct MarkStaleOnDrop(Weak<Inner>);
 
 impl Drop for MarkStaleOnDrop {
     fn drop(&mut self) {
@@ -207,7 +224,7 @@ impl fmt::Debug for ClientAccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientAccessToken")
             .field("access_token", &"<redacted>")
-            .field("token_type", &self.inner.token_type)
+            .field("token_type", &self.token_type())
             .field("expires_at", &self.inner.expires_at)
             .field("refresh_at", &self.inner.refresh_at)
             .field("scope", &self.inner.scope)
@@ -238,7 +255,13 @@ mod tests {
         assert_eq!(t.authorization_header(), "DPoP abc");
         let t = ClientAccessToken::new("abc", None, None, None, None).unwrap();
         assert_eq!(t.authorization_header(), "Bearer abc");
+        assert_eq!(t.access_token(), "abc");
         assert!(ClientAccessToken::new("a\nb", None, None, None, None).is_err());
+        let t = ClientAccessToken::new("tök en", Some("Custom Type"), None, None, None).unwrap();
+        assert_eq!(t.token_type(), "Custom Type");
+        assert_eq!(t.access_token(), "tök en");
+        let t = ClientAccessToken::new("", Some("x"), None, None, None).unwrap();
+        assert_eq!((t.token_type(), t.access_token()), ("x", ""));
     }
 
     #[test]
