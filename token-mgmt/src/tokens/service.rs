@@ -85,7 +85,7 @@ pub struct AccessTokenManagementService {
 struct Inner {
     clients: Vec<Arc<ClientState>>,
     /// Client names are configuration, not attacker input: a fast (still seeded) hash suits them.
-    index: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    index: HashMap<Box<str>, Arc<ClientState>, foldhash::fast::RandomState>,
     cache: Arc<dyn ClientAccessTokenCache>,
     endpoint: TokenEndpointClient,
     buffer: Duration,
@@ -173,8 +173,7 @@ impl AccessTokenManagementServiceBuilder {
             .collect();
         let index = clients
             .iter()
-            .enumerate()
-            .map(|(i, c)| (Box::from(&*c.endpoint.name), i))
+            .map(|c| (Box::from(&*c.endpoint.name), Arc::clone(c)))
             .collect();
         let cache = self
             .cache
@@ -398,7 +397,7 @@ impl Inner {
         let found = if self.clients.len() <= LINEAR_LOOKUP_MAX {
             self.clients.iter().find(|c| &*c.endpoint.name == name)
         } else {
-            self.index.get(name).map(|&i| &self.clients[i])
+            self.index.get(name)
         };
         found.ok_or_else(|| TokenError::UnknownClient {
             name: name.to_owned(),
