@@ -11,6 +11,9 @@ use super::error::InvalidUrlReason;
 ///   `http://h/api/` + `/test` = `http://h/test`, `http://h/api/` + `` = `http://h/api/`.
 /// - Any other scheme is refused (reqwest only speaks HTTP).
 pub(crate) fn resolve(base: Option<&Url>, path: &str) -> Result<Url, InvalidUrlReason> {
+    if let Some(url) = base.and_then(|base| append_plain_path(base, path)) {
+        return Ok(url);
+    }
     let url = match Url::parse(path) {
         Ok(url) => url,
         Err(url::ParseError::RelativeUrlWithoutBase) => match base {
@@ -24,6 +27,30 @@ pub(crate) fn resolve(base: Option<&Url>, path: &str) -> Result<Url, InvalidUrlR
         "http" | "https" => Err(InvalidUrlReason::Parse(url::ParseError::EmptyHost)),
         scheme => Err(InvalidUrlReason::UnsupportedScheme(scheme.to_owned())),
     }
+}
+
+/// The per-request fast path of [`resolve`]: a plain relative path (`test`, `orders/42`: only
+/// unreserved characters and `/`, no dot segment) resolved against an `http(s)` base with a path,
+/// which RFC 3986 5.2.3 merges as "the base path up to its last `/`, then the reference". Only the
+/// path is re-parsed, not the host (which a full [`Url::join`] runs through IDNA on every request).
+/// `None` for anything else, which then takes the general path.
+fn append_plain_path(base: &Url, path: &str) -> Option<Url> {
+    let plain = !path.is_empty()
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~' | b'/'))
+        && !path.starts_with('/')
+        && matches!(base.scheme(), "http" | "https")
+        && base.has_host();
+    if !plain {
+        return None;
+    }
+    let directory = &base.path()[..=base.path().rfind('/')?];
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.set_path(&format!("{directory}{path}"));
+    Some(url)
 }
 
 /// A URL that is safe to show in errors and logs: user info and query are removed (either may carry
@@ -70,6 +97,49 @@ mod tests {
             resolve(Some(&b), "https://other:8443/x").unwrap().as_str(),
             "https://other:8443/x"
         );
+    }
+
+    #[test]
+    fn the_plain_path_fast_path_agrees_with_join() {
+        let bases = [
+            "http://h/api/",
+            "http://h/api",
+            "https://h:8443/a/b/",
+            "http://h",
+            "http://user:pw@h/api/?q=1#f",
+            "http://bücher.example/api/",
+        ];
+        let paths = [
+            "test",
+            "a/b",
+            "a/",
+            "a//b",
+            "x~y_z-1",
+            "",
+            "/abs",
+            "./t",
+            "../t",
+            "a/../b",
+            "t?x=1",
+            "t#f",
+            "%41",
+            "a b",
+            "ü",
+            "http://o/x",
+            "//o/x",
+            ".",
+            "..",
+        ];
+        for b in bases {
+            let b = base(b);
+            for p in paths {
+                let expected = match Url::parse(p) {
+                    Ok(url) => url,
+                    Err(_) => b.join(p).unwrap(),
+                };
+                assert_eq!(resolve(Some(&b), p).unwrap(), expected, "{b} + {p:?}");
+            }
+        }
     }
 
     #[test]
