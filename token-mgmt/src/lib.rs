@@ -48,7 +48,9 @@ pub mod prelude {
         HostedServiceExt, WorkerError,
     };
     pub use crate::http::{HttpClient, HttpClientFactory, HttpClientOptions, HttpError};
-    pub use crate::registration::{HttpClientBuilder, TokenManagementServiceCollectionExt};
+    pub use crate::registration::{
+        AccessTokenManagementBuilder, HttpClientBuilder, TokenManagementServiceCollectionExt,
+    };
     pub use crate::tokens::{
         AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken,
         ClientCredentialStyle, TokenClientOptions, TokenError, TokenRequestParameters,

@@ -33,7 +33,8 @@ use crate::di::{
 };
 use crate::http::{HttpClient, HttpClientFactory, HttpClientFactoryBuilder, HttpClientOptions};
 use crate::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessTokenHandler,
+    AccessTokenManagementOptions, AccessTokenManagementService, AccessTokenManagementServiceBuilder,
+    ClientAccessTokenCache, ClientAccessTokenHandler, Clock,
 };
 
 crate::inject_by_clone!(HttpClientFactory, AccessTokenManagementService);
@@ -68,9 +69,10 @@ struct Registrations {
 /// closure, invalid token client options and a token client name that names no registered client
 /// are all reported together by [`ServiceCollection::build`].
 pub trait TokenManagementServiceCollectionExt {
-    /// Registers the [`AccessTokenManagementService`] (and its in-memory token cache) configured by
-    /// `configure`. Calling it again configures the same options further.
-    fn add_access_token_management<F>(&mut self, configure: F) -> &mut Self
+    /// Registers the [`AccessTokenManagementService`] configured by `configure`. Calling it again
+    /// configures the same options further. The returned builder replaces its parts: the token cache
+    /// (in memory by default), the HTTP client of token requests, the clock and the runtime.
+    fn add_access_token_management<F>(&mut self, configure: F) -> AccessTokenManagementBuilder<'_>
     where
         F: FnOnce(&mut AccessTokenManagementOptions) -> Result<(), BoxError>;
 
@@ -95,7 +97,7 @@ pub trait TokenManagementServiceCollectionExt {
 }
 
 impl TokenManagementServiceCollectionExt for ServiceCollection {
-    fn add_access_token_management<F>(&mut self, configure: F) -> &mut Self
+    fn add_access_token_management<F>(&mut self, configure: F) -> AccessTokenManagementBuilder<'_>
     where
         F: FnOnce(&mut AccessTokenManagementOptions) -> Result<(), BoxError>,
     {
@@ -111,11 +113,15 @@ impl TokenManagementServiceCollectionExt for ServiceCollection {
                     .extension::<AccessTokenManagementOptions>()
                     .cloned()
                     .unwrap_or_default();
-                Ok(AccessTokenManagementService::new(options)?)
+                let mut builder = AccessTokenManagementService::builder(options);
+                if let Some(parts) = provider.extension::<TokenServiceParts>() {
+                    builder = parts.apply(builder);
+                }
+                Ok(builder.build()?)
             });
             self.add_build_check(check_token_options);
         }
-        self
+        AccessTokenManagementBuilder { services: self }
     }
 
     fn add_http_client<F>(&mut self, name: &str, configure: F) -> HttpClientBuilder<'_>
@@ -154,6 +160,67 @@ impl TokenManagementServiceCollectionExt for ServiceCollection {
         token_clients.retain(|(http_client, _)| http_client != name);
         token_clients.push((name.to_owned(), token_client_name.map(str::to_owned)));
         self.add_http_client(name, configure)
+    }
+}
+
+/// Parts of the token service replaced at registration.
+#[derive(Default)]
+struct TokenServiceParts {
+    cache: Option<Arc<dyn ClientAccessTokenCache>>,
+    http_client: Option<reqwest::Client>,
+    clock: Option<Arc<dyn Clock>>,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl TokenServiceParts {
+    fn apply(&self, mut builder: AccessTokenManagementServiceBuilder) -> AccessTokenManagementServiceBuilder {
+        if let Some(cache) = &self.cache {
+            builder = builder.cache(Arc::clone(cache));
+        }
+        if let Some(client) = &self.http_client {
+            builder = builder.http_client(client.clone());
+        }
+        if let Some(clock) = &self.clock {
+            builder = builder.clock(Arc::clone(clock));
+        }
+        if let Some(runtime) = &self.runtime {
+            builder = builder.runtime(runtime.clone());
+        }
+        builder
+    }
+}
+
+/// The builder [`add_access_token_management`](TokenManagementServiceCollectionExt::add_access_token_management)
+/// returns, to replace parts of the token service.
+pub struct AccessTokenManagementBuilder<'a> {
+    services: &'a mut ServiceCollection,
+}
+
+impl AccessTokenManagementBuilder<'_> {
+    /// Keeps tokens in `cache` instead of the in-memory cache (.NET: "the cache implementation can be
+    /// replaced").
+    pub fn cache(self, cache: Arc<dyn ClientAccessTokenCache>) -> Self {
+        self.services.extension_mut::<TokenServiceParts>().cache = Some(cache);
+        self
+    }
+
+    /// Sends token requests with `client` (a custom CA, a proxy, a client certificate). It should not
+    /// follow redirects.
+    pub fn token_http_client(self, client: reqwest::Client) -> Self {
+        self.services.extension_mut::<TokenServiceParts>().http_client = Some(client);
+        self
+    }
+
+    /// Reads the time from `clock` (tests: a [`ManualClock`](crate::tokens::ManualClock)).
+    pub fn clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.services.extension_mut::<TokenServiceParts>().clock = Some(clock);
+        self
+    }
+
+    /// Runs token requests on `runtime` (see [`AccessTokenManagementServiceBuilder::runtime`]).
+    pub fn runtime(self, runtime: tokio::runtime::Handle) -> Self {
+        self.services.extension_mut::<TokenServiceParts>().runtime = Some(runtime);
+        self
     }
 }
 
@@ -223,8 +290,9 @@ fn build_http_client_factory(provider: &ServiceProvider) -> Result<HttpClientFac
                 AccessTokenManagementService::clone(&service),
                 token_client,
             );
-            if let Some(base_address) = &registration.options().base_address {
-                handler = handler.with_allowed_origin(base_address);
+            let options = registration.options();
+            for origin in options.base_address.iter().chain(&options.allowed_origins) {
+                handler = handler.with_allowed_origin(origin);
             }
             registration.set_innermost(Arc::new(handler));
         }
@@ -282,6 +350,20 @@ fn check_http_clients(services: &ServiceCollection) -> Vec<BuildProblem> {
     }
 
     let http_clients = services.extension::<HttpClientFactoryBuilder>();
+    for (http_client, _) in token_clients {
+        let has_origin = http_clients
+            .and_then(|clients| clients.registration(http_client))
+            .map(|registration| registration.options())
+            .is_some_and(|options| {
+                options.base_address.is_some() || !options.allowed_origins.is_empty()
+            });
+        if !has_origin {
+            problems.push(BuildProblem::custom(format!(
+                "HTTP client `{http_client}` sends access tokens but has no base address and no allowed_origins: \
+                 set one, so that its tokens go only to the API they are meant for"
+            )));
+        }
+    }
     for (required_by, dependency) in services.declared_dependencies() {
         let Some(name) = dependency.name() else {
             continue;

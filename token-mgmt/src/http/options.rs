@@ -36,6 +36,10 @@ pub struct HttpClientOptions {
     pub timeout: Option<Duration>,
     /// Timeout of the connect phase only. `None` (the default): only `timeout` applies.
     pub connect_timeout: Option<Duration>,
+    /// Origins besides the base address's that an access token client may send its token to. An
+    /// access token client needs a base address or at least one of these; requests to any other
+    /// origin are refused.
+    pub allowed_origins: Vec<Url>,
 }
 
 impl Default for HttpClientOptions {
@@ -45,6 +49,7 @@ impl Default for HttpClientOptions {
             default_headers: HeaderMap::new(),
             timeout: Some(DEFAULT_TIMEOUT),
             connect_timeout: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -92,6 +97,14 @@ impl fmt::Debug for HttpClientOptions {
             .field("default_headers", &HeaderNames(&self.default_headers))
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field(
+                "allowed_origins",
+                &self
+                    .allowed_origins
+                    .iter()
+                    .map(|url| url.origin().ascii_serialization())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -13,8 +13,13 @@ use url::form_urlencoded;
 use super::token::ClientAccessToken;
 use crate::BoxError;
 
-/// A cache key: prefix + client name + scope + resources + extra parameters, each value
-/// form-url-encoded so that no two different requests share a key.
+/// A cache key: prefix + client name + client fingerprint + scope + resources + extra parameters,
+/// each value form-url-encoded so that no two different requests share a key.
+///
+/// The fingerprint is a hash of the token endpoint address and the client id: two deployments that
+/// share a remote cache and a client name, but not the identity provider or the client, never
+/// exchange tokens. Extra parameters keep their order, exactly as they are sent, so the key and the
+/// request always agree.
 ///
 /// The key carries its hash, computed once when the key is made: the service precomputes the key of
 /// every client's default request when it is built, so a cache hit neither allocates nor hashes a
@@ -38,28 +43,28 @@ impl CacheKey {
         Self { text, hash }
     }
 
-    /// The key of a token request. `parameters` are sorted for the key (their order does not change
-    /// the token); `resources` keep their order.
+    /// The key of a token request. `fingerprint` identifies who asks where (see
+    /// [`client_fingerprint`]); `resources` and `parameters` keep their order.
     pub fn for_request(
         prefix: &str,
         client: &str,
+        fingerprint: &str,
         scope: Option<&str>,
         resources: &[String],
         parameters: &[(String, String)],
     ) -> Self {
-        let mut text = String::with_capacity(prefix.len() + client.len() + 32);
+        let mut text = String::with_capacity(prefix.len() + client.len() + fingerprint.len() + 32);
         text.push_str(prefix);
         let mut s = form_urlencoded::Serializer::for_suffix(text, prefix.len());
         s.append_pair("client", client);
+        s.append_pair("id", fingerprint);
         if let Some(scope) = scope {
             s.append_pair("scope", scope);
         }
         for resource in resources {
             s.append_pair("resource", resource);
         }
-        let mut sorted: Vec<&(String, String)> = parameters.iter().collect();
-        sorted.sort();
-        for (k, v) in sorted {
+        for (k, v) in parameters {
             // `p.` keeps extra parameters apart from the fields above, whatever their names.
             s.append_pair(&format!("p.{k}"), v);
         }
@@ -118,6 +123,19 @@ impl fmt::Display for CacheKey {
     }
 }
 
+/// The fingerprint of a token client's identity for cache keys: the first 128 bits of
+/// SHA-256(token endpoint address, client id), hex. Stable across processes and versions, so that a
+/// fleet sharing a cache computes the same keys; the client id is not readable from it.
+pub fn client_fingerprint(token_endpoint: &str, client_id: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(token_endpoint.as_bytes());
+    hasher.update([0]);
+    hasher.update(client_id.as_bytes());
+    let digest = hasher.finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A hasher for maps keyed by [`CacheKey`]: passes the precomputed hash through.
 #[derive(Default, Clone, Copy)]
 pub struct PrecomputedHasher(u64);
@@ -145,9 +163,13 @@ pub type PrecomputedHashBuilder = BuildHasherDefault<PrecomputedHasher>;
 
 /// Where tokens are kept between requests. Replace it to share tokens between processes.
 ///
-/// Contract: `get` returns what `set` stored under the key (expired tokens may be returned: the
-/// service checks [`ClientAccessToken::refresh_at`] itself). Errors are logged by the service and
-/// treated as a miss, never as a failure of the token call.
+/// Contract: `get` returns what `set` stored under the key, or nothing (due and expired tokens may be
+/// returned: the service checks their times itself). A token built outside the service (read back
+/// from a remote store with [`ClientAccessToken::new`]) is anchored on the service clock when read.
+/// Errors are logged by the service and treated as a miss, never as a failure of the token call.
+///
+/// The service keeps no copy of its own: a `delete` or `set` made directly on the cache is what the
+/// next call sees.
 ///
 /// The trait is dyn-compatible (used as `Arc<dyn ClientAccessTokenCache>`).
 #[async_trait]
@@ -171,24 +193,33 @@ pub trait ClientAccessTokenCache: Send + Sync + 'static {
     async fn delete(&self, key: &CacheKey) -> Result<(), BoxError>;
 }
 
-/// The default cache: a concurrent in-memory map (sharded locks, never held across an await).
+/// Default [`InMemoryClientAccessTokenCache`] capacity: 10,000 tokens.
+pub const DEFAULT_MAX_CACHED_TOKENS: usize = 10_000;
+
+/// The default cache: a concurrent in-memory map (sharded locks, never held across an await), with a
+/// bounded number of entries.
 ///
-/// Entries are replaced when a token is renewed and removed by `delete`; a key that is never asked
-/// for again keeps its last token until then (one entry per distinct request shape).
-///
-/// The cache arms nothing itself: tokens the service stores are armed by the service's refresh
-/// scheduler (a cache hit checks one atomic flag, see [`ClientAccessToken::is_fresh`]); a token
-/// stored directly with [`set`](ClientAccessTokenCache::set) stays unarmed and its freshness is
-/// decided by reading the tokio clock, which is just as correct.
-#[derive(Default)]
+/// Entries are replaced when a token is renewed and removed by `delete` (the service deletes the
+/// tokens of keys nobody used for its idle window). When an insert would exceed the capacity, the
+/// least recently used eighth of the entries is evicted first, so a flood of distinct per-request
+/// scopes cannot grow memory without bound.
 pub struct InMemoryClientAccessTokenCache {
     map: DashMap<CacheKey, ClientAccessToken, PrecomputedHashBuilder>,
+    max_entries: usize,
 }
 
 impl InMemoryClientAccessTokenCache {
-    /// An empty cache.
+    /// An empty cache holding at most [`DEFAULT_MAX_CACHED_TOKENS`] tokens.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_max_entries(DEFAULT_MAX_CACHED_TOKENS)
+    }
+
+    /// An empty cache holding at most `max_entries` tokens (at least one).
+    pub fn with_max_entries(max_entries: usize) -> Self {
+        Self {
+            map: DashMap::default(),
+            max_entries: max_entries.max(1),
+        }
     }
 
     /// How many tokens are stored.
@@ -201,9 +232,39 @@ impl InMemoryClientAccessTokenCache {
         self.map.is_empty()
     }
 
-    /// Removes every token.
+    /// The most tokens it holds.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// Removes every token and gives the memory back.
     pub fn clear(&self) {
         self.map.clear();
+        self.map.shrink_to_fit();
+    }
+
+    /// Evicts the least recently used eighth of the entries (at least one).
+    fn evict_least_recently_used(&self) {
+        let mut by_use: Vec<(u64, CacheKey)> = self
+            .map
+            .iter()
+            .map(|entry| (entry.value().last_used().as_nanos(), entry.key().clone()))
+            .collect();
+        let evict = (by_use.len() / 8).max(1).min(by_use.len());
+        if evict == 0 {
+            return;
+        }
+        by_use.select_nth_unstable_by_key(evict - 1, |(used, _)| *used);
+        for (_, key) in &by_use[..evict] {
+            self.map.remove(key);
+        }
+        self.map.shrink_to_fit();
+    }
+}
+
+impl Default for InMemoryClientAccessTokenCache {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -211,6 +272,7 @@ impl fmt::Debug for InMemoryClientAccessTokenCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InMemoryClientAccessTokenCache")
             .field("entries", &self.map.len())
+            .field("max_entries", &self.max_entries)
             .finish()
     }
 }
@@ -227,6 +289,9 @@ impl ClientAccessTokenCache for InMemoryClientAccessTokenCache {
     }
 
     async fn set(&self, key: &CacheKey, token: ClientAccessToken) -> Result<(), BoxError> {
+        if self.map.len() >= self.max_entries && !self.map.contains_key(key) {
+            self.evict_least_recently_used();
+        }
         self.map.insert(key.clone(), token);
         Ok(())
     }
@@ -241,31 +306,53 @@ impl ClientAccessTokenCache for InMemoryClientAccessTokenCache {
 mod tests {
     use super::*;
 
+    fn key(scope: Option<&str>, resources: &[&str], parameters: &[(&str, &str)]) -> CacheKey {
+        let resources: Vec<String> = resources.iter().map(|r| (*r).to_owned()).collect();
+        let parameters: Vec<(String, String)> = parameters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        CacheKey::for_request("p:", "c", "f", scope, &resources, &parameters)
+    }
+
     #[test]
     fn keys_are_unambiguous() {
-        let a = CacheKey::for_request("p:", "c", Some("a&resource=b"), &[], &[]);
-        let b = CacheKey::for_request("p:", "c", Some("a"), &["b".to_owned()], &[]);
-        assert_ne!(a, b);
-        let c = CacheKey::for_request("p:", "c", None, &[], &[]);
-        let d = CacheKey::for_request("p:", "c", Some(""), &[], &[]);
-        assert_ne!(c, d);
-        let e = CacheKey::for_request("p:", "c", None, &[], &[("scope".into(), "x".into())]);
-        let f = CacheKey::for_request("p:", "c", Some("x"), &[], &[]);
-        assert_ne!(e, f);
-        let g = CacheKey::for_request("p:", "c&scope=x", None, &[], &[]);
-        assert_ne!(g, f);
-        let p1 = [
-            ("a".to_owned(), "1".to_owned()),
-            ("b".to_owned(), "2".to_owned()),
-        ];
-        let p2 = [
-            ("b".to_owned(), "2".to_owned()),
-            ("a".to_owned(), "1".to_owned()),
-        ];
-        assert_eq!(
-            CacheKey::for_request("p:", "c", None, &[], &p1),
-            CacheKey::for_request("p:", "c", None, &[], &p2)
+        assert_ne!(key(Some("a&resource=b"), &[], &[]), key(Some("a"), &["b"], &[]));
+        assert_ne!(key(None, &[], &[]), key(Some(""), &[], &[]));
+        assert_ne!(key(None, &[], &[("scope", "x")]), key(Some("x"), &[], &[]));
+        let g = CacheKey::for_request("p:", "c&scope=x", "f", None, &[], &[]);
+        assert_ne!(g, key(Some("x"), &[], &[]));
+        assert!(key(None, &[], &[]).as_str().starts_with("p:client=c&id=f"));
+    }
+
+    #[test]
+    fn parameter_order_is_part_of_the_key() {
+        assert_ne!(
+            key(None, &[], &[("a", "1"), ("b", "2")]),
+            key(None, &[], &[("b", "2"), ("a", "1")])
         );
-        assert!(a.as_str().starts_with("p:client=c"));
+    }
+
+    #[test]
+    fn fingerprint_separates_endpoints_and_client_ids() {
+        let a = client_fingerprint("https://a.example/token", "worker");
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, client_fingerprint("https://a.example/token", "worker"));
+        assert_ne!(a, client_fingerprint("https://b.example/token", "worker"));
+        assert_ne!(a, client_fingerprint("https://a.example/token", "other"));
+        assert!(!a.contains("worker"));
+    }
+
+    #[tokio::test]
+    async fn capacity_evicts_least_recently_used() {
+        let cache = InMemoryClientAccessTokenCache::with_max_entries(16);
+        for i in 0..1000 {
+            let token = ClientAccessToken::new(format!("t{i}"), None, None, None, None).unwrap();
+            cache.set(&CacheKey::new(format!("k{i}")), token).await.unwrap();
+            assert!(cache.len() <= 16);
+        }
+        assert!(cache.get_cached(&CacheKey::new("k999")).is_some());
+        cache.clear();
+        assert!(cache.is_empty());
     }
 }

@@ -1,14 +1,13 @@
 //! The token endpoint client: one client credentials request (RFC 6749 section 4.4).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value};
-use tokio::time::Instant;
 use url::{Url, form_urlencoded};
 
 use super::error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, TokenError, cap_chars};
@@ -77,8 +76,6 @@ pub(crate) struct TokenResponse {
     pub(crate) scope: Option<String>,
     /// The HTTP status of the response.
     pub(crate) status: StatusCode,
-    /// When the response headers arrived (tokio clock).
-    pub(crate) received_at: Instant,
 }
 
 /// Sends token requests.
@@ -136,7 +133,8 @@ impl TokenEndpointClient {
                 scope = response.scope.as_deref(),
                 "received client credentials token"
             ),
-            Err(error) => tracing::warn!(
+            // The service warns once per failure streak; each attempt is logged at debug.
+            Err(error) => tracing::debug!(
                 client = %client.name,
                 endpoint = %client.endpoint,
                 %error,
@@ -168,11 +166,14 @@ impl TokenEndpointClient {
             .send()
             .await
             .map_err(|e| transport(client, "sending the request failed", e))?;
-        let received_at = Instant::now();
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
         let body = self.read_body(client, &mut response).await?;
         drop(response);
-        parse_response(client, status, &body, received_at)
+        parse_response(client, status, &body, retry_after)
     }
 
     /// Reads the body chunk by chunk, stopping as soon as it exceeds the limit.
@@ -250,7 +251,7 @@ fn parse_response(
     client: &ClientEndpoint,
     status: StatusCode,
     body: &[u8],
-    received_at: Instant,
+    retry_after: Option<Duration>,
 ) -> Result<TokenResponse, TokenError> {
     let invalid = |reason: &str| TokenError::InvalidResponse {
         client: client.name.to_string(),
@@ -273,6 +274,7 @@ fn parse_response(
             status,
             error: field("error", MAX_ERROR_CODE_CHARS),
             error_description: field("error_description", MAX_ERROR_DESCRIPTION_CHARS),
+            retry_after,
         });
     }
     let Some(json) = json else {
@@ -307,8 +309,18 @@ fn parse_response(
         expires_in,
         scope,
         status,
-        received_at,
     })
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date (RFC 9110 section 10.2.3); a date in the past is
+/// no delay.
+fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn optional_string(object: &mut Map<String, Value>, name: &str) -> Result<Option<String>, ()> {
@@ -344,6 +356,24 @@ mod tests {
         let expected = STANDARD.encode("my%3Aclient%2Bid+%C3%BC:p%40ss+word%3A%2B");
         assert_eq!(value, format!("Basic {expected}").as_str());
         assert!(value.is_sensitive());
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let header = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(
+            parse_retry_after(&header("30"), now),
+            Some(Duration::from_secs(30))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(120));
+        assert_eq!(
+            parse_retry_after(&header(&later), now),
+            Some(Duration::from_secs(120))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(5));
+        assert_eq!(parse_retry_after(&header(&earlier), now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(&header("soon"), now), None);
     }
 
     #[test]

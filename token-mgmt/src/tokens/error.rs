@@ -49,6 +49,40 @@ pub enum TokenError {
         error: Option<String>,
         /// The OAuth `error_description`, when present (capped to [`MAX_ERROR_DESCRIPTION_CHARS`]).
         error_description: Option<String>,
+        /// The delay the server asked for in `Retry-After` (429 and 503 responses), when it did.
+        retry_after: Option<Duration>,
+    },
+
+    /// The token endpoint kept failing with transient errors (connection failures, timeouts, 5xx,
+    /// 429) until the retry policy gave up; the last failure is the [`source`](std::error::Error::source).
+    #[error(
+        "token endpoint {endpoint} is unavailable for client `{client}` (gave up after {attempts} attempt{})",
+        if *.attempts == 1 { "" } else { "s" }
+    )]
+    Unavailable {
+        /// The token client name.
+        client: String,
+        /// The token endpoint (without user info).
+        endpoint: String,
+        /// How many requests were sent.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        source: Box<TokenError>,
+    },
+
+    /// The token endpoint issued a token of a type this client does not understand (RFC 6749
+    /// section 7.1: such a token must not be used). Not cached.
+    #[error(
+        "token endpoint {endpoint} issued client `{client}` a token of unsupported type `{token_type}` (only Bearer is supported)"
+    )]
+    UnsupportedTokenType {
+        /// The token client name.
+        client: String,
+        /// The token endpoint (without user info).
+        endpoint: String,
+        /// The type the server sent (capped).
+        token_type: String,
     },
 
     /// The request could not be sent or the response could not be read (connection refused, reset,
@@ -161,6 +195,8 @@ impl TokenError {
             | TokenError::MissingAccessToken { client, .. }
             | TokenError::ReservedParameter { client, .. }
             | TokenError::Cache { client, .. }
+            | TokenError::Unavailable { client, .. }
+            | TokenError::UnsupportedTokenType { client, .. }
             | TokenError::Aborted { client, .. } => client,
         }
     }
@@ -174,6 +210,8 @@ impl TokenError {
             | TokenError::InvalidResponse { endpoint, .. }
             | TokenError::BodyTooLarge { endpoint, .. }
             | TokenError::MissingAccessToken { endpoint, .. }
+            | TokenError::Unavailable { endpoint, .. }
+            | TokenError::UnsupportedTokenType { endpoint, .. }
             | TokenError::Aborted { endpoint, .. } => Some(endpoint),
             TokenError::UnknownClient { .. }
             | TokenError::ReservedParameter { .. }
@@ -181,12 +219,44 @@ impl TokenError {
         }
     }
 
-    /// The HTTP status of the token endpoint's response, when there was one.
+    /// The HTTP status of the token endpoint's response, when there was one (for
+    /// [`TokenError::Unavailable`], the last attempt's).
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             TokenError::Endpoint { status, .. } | TokenError::InvalidResponse { status, .. } => {
                 Some(*status)
             }
+            TokenError::Unavailable { source, .. } => source.status(),
+            _ => None,
+        }
+    }
+
+    /// The OAuth `error` code the token endpoint sent, when it sent one.
+    pub fn oauth_error(&self) -> Option<&str> {
+        match self {
+            TokenError::Endpoint { error, .. } => error.as_deref(),
+            TokenError::Unavailable { source, .. } => source.oauth_error(),
+            _ => None,
+        }
+    }
+
+    /// Whether a later attempt may succeed without any change on our side: connection failures,
+    /// timeouts, 5xx and 429. OAuth errors such as `invalid_client` or `invalid_scope`, other 4xx
+    /// and invalid response bodies are not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            TokenError::Transport { .. } | TokenError::Timeout { .. } => true,
+            TokenError::Endpoint { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
+
+    /// The delay the token endpoint asked for with `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TokenError::Endpoint { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -307,6 +377,14 @@ pub enum OptionsError {
         /// The underlying error.
         #[source]
         source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// The process's shared token runtime could not be started.
+    #[error("could not start the runtime for token requests")]
+    Runtime {
+        /// The underlying error.
+        #[source]
+        source: Arc<std::io::Error>,
     },
 
     /// More than one problem; each is listed.

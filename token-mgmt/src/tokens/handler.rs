@@ -6,13 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::Extensions;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 use url::{Origin, Url};
 
 use super::error::TokenError;
-use super::options::TokenRequestParameters;
+use super::metrics::{self, names};
+use super::options::{TokenRequestParameters, UnauthorizedRenewal};
 use super::service::AccessTokenManagementService;
 use super::token::ClientAccessToken;
 
@@ -60,7 +61,10 @@ pub struct SkipAccessToken;
 ///
 /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 ///     // .with(retry_middleware)  // outer middleware first ...
-///     .with(ClientAccessTokenHandler::new(service, "identityserver")) // ... the handler last
+///     .with( // ... the handler last
+///         ClientAccessTokenHandler::new(service, "identityserver")
+///             .with_allowed_origin(&"https://demo.identityserver.io/".parse()?),
+///     )
 ///     .build();
 /// let body = client.get("https://demo.identityserver.io/api/test").send().await?.text().await?;
 /// # let _ = body; Ok(()) }
@@ -79,26 +83,34 @@ pub struct SkipAccessToken;
 ///
 /// 1. Gets the token from [`AccessTokenManagementService`] (from the cache, or one shared token
 ///    request on a miss) and sets `Authorization` to [`ClientAccessToken::authorization_header`]
-///    (`Bearer <token>` / `DPoP <token>`, a sensitive header value). An `Authorization` header set by
-///    the caller is replaced.
+///    (`Bearer <token>`, a sensitive header value). An `Authorization` header set by the caller is
+///    replaced.
 /// 2. If no token can be had, the request is **not** sent: the call fails with
 ///    [`reqwest_middleware::Error::Middleware`] wrapping the [`TokenError`], which can be had back with
 ///    `error.downcast_ref::<TokenError>()` (or
 ///    [`HttpError::middleware_error`](crate::http::HttpError::middleware_error) on an
 ///    [`HttpClient`](crate::http::HttpClient)).
-/// 3. On a `401 Unauthorized`, when the request could be cloned before it was sent (its body is not a
-///    stream), the token is renewed (a forced renewal, coalesced with other requests that saw the same
-///    token rejected; if another request already renewed it, that token is used) and the request is
-///    sent **once** more; whatever that second attempt answers, another 401 included, is returned. A
-///    request whose body is a stream cannot be replayed: its 401 is returned as is (not as an error),
-///    and the rejected token is dropped from the cache so that the next request gets a new one.
+/// 3. On a `401 Unauthorized` that a new token can fix (by default: its `WWW-Authenticate` names
+///    `error="invalid_token"` or no error; see
+///    [`UnauthorizedRenewal`](super::UnauthorizedRenewal)), when the request could be cloned before
+///    it was sent (its body is not a stream), the token is renewed (a forced renewal, coalesced with
+///    other requests that saw the same token rejected, at most one per key per
+///    [`min_forced_renewal_interval`](super::AccessTokenManagementOptions::min_forced_renewal_interval);
+///    if another request already renewed it, that token is used) and the request is sent **once**
+///    more; whatever that second attempt answers, another 401 included, is returned. When no new
+///    token can be had (the renewal failed, or one was made moments ago), the API's 401 is returned
+///    and the token error logged. A request whose body is a stream cannot be replayed: its 401 is
+///    returned as is (not as an error), and the rejected token is dropped from the cache so that the
+///    next request gets a new one.
 ///
-/// Redirects are followed by reqwest below the middleware chain; reqwest's default policy removes
-/// `Authorization` when a redirect leaves the request's origin, so the token never reaches another
-/// origin through a redirect. With [`with_allowed_origin`](Self::with_allowed_origin) (set by
-/// `add_client_access_token_client` from the client's base address), a request to any other origin
-/// is refused with a [`ForeignOriginError`] before a token is attached: an absolute URL taken from an
-/// API response (a "next page" link, say) cannot carry the token elsewhere.
+/// Tokens go only to the origins allowed with [`with_allowed_origin`](Self::with_allowed_origin)
+/// (`add_client_access_token_client` allows the client's base address and its
+/// [`allowed_origins`](crate::http::HttpClientOptions::allowed_origins)): a request to any other
+/// origin is refused with a [`ForeignOriginError`] before a token is attached, so an absolute URL
+/// taken from an API response (a "next page" link, say) cannot carry the token elsewhere. A handler
+/// with no allowed origin refuses every request. Redirects are followed by reqwest below the
+/// middleware chain; its default policy removes `Authorization` when a redirect leaves the request's
+/// origin.
 ///
 /// # Per-request options
 ///
@@ -130,8 +142,8 @@ pub struct ClientAccessTokenHandler {
     parameters: TokenRequestParameters,
     /// `parameters` with `force_renewal`: used on a 401, kept ready so that path allocates nothing.
     forced: TokenRequestParameters,
-    /// The only origin tokens are sent to, when set.
-    allowed_origin: Option<Origin>,
+    /// The only origins tokens are sent to (none: every request is refused).
+    allowed_origins: Vec<Origin>,
 }
 
 /// A request of a [`ClientAccessTokenHandler`] restricted to one origin went to another: it was not
@@ -165,16 +177,24 @@ impl ClientAccessTokenHandler {
             client_name: Arc::from(token_client_name.into()),
             parameters: TokenRequestParameters::default(),
             forced: TokenRequestParameters::force_renewal(),
-            allowed_origin: None,
+            allowed_origins: Vec::new(),
         }
     }
 
-    /// Sends tokens only to `url`'s origin (scheme, host and port): a request to another origin fails
-    /// with [`ForeignOriginError`] and is not sent. Without it, the handler authorizes every request
-    /// of the client it is on.
+    /// Allows tokens to go to `url`'s origin (scheme, host and port). A handler sends tokens only to
+    /// the origins allowed this way: a request to any other origin fails with [`ForeignOriginError`]
+    /// and is not sent; a handler with no allowed origin refuses every request.
     pub fn with_allowed_origin(mut self, url: &Url) -> Self {
-        self.allowed_origin = Some(url.origin());
+        let origin = url.origin();
+        if !self.allowed_origins.contains(&origin) {
+            self.allowed_origins.push(origin);
+        }
         self
+    }
+
+    /// The origins tokens may go to.
+    pub fn allowed_origins(&self) -> &[Origin] {
+        &self.allowed_origins
     }
 
     /// Uses `parameters` (another scope, resources or extra fields) for every request that does not
@@ -228,7 +248,7 @@ impl ClientAccessTokenHandler {
         parameters: &TokenRequestParameters,
     ) -> Result<ClientAccessToken, TokenError> {
         let current = self.token(&unforced(parameters)).await?;
-        if !same_token(&current, rejected) {
+        if !current.same_token(rejected) {
             return Ok(current);
         }
         let forced = if std::ptr::eq(parameters, &self.parameters) {
@@ -248,7 +268,7 @@ impl ClientAccessTokenHandler {
     async fn forget(&self, rejected: &ClientAccessToken, parameters: &TokenRequestParameters) {
         let parameters = unforced(parameters);
         match self.token(&parameters).await {
-            Ok(current) if same_token(&current, rejected) => {
+            Ok(current) if current.same_token(rejected) => {
                 if let Err(error) = self
                     .service
                     .delete_client_access_token(&self.client_name, &parameters)
@@ -283,10 +303,86 @@ fn unforced(parameters: &TokenRequestParameters) -> Cow<'_, TokenRequestParamete
     }
 }
 
-/// Whether two handles are the same token (same allocation, or the same value, e.g. read back from a
-/// remote cache).
-fn same_token(a: &ClientAccessToken, b: &ClientAccessToken) -> bool {
-    a.ptr_eq(b) || a.authorization_header() == b.authorization_header()
+
+impl ClientAccessTokenHandler {
+    /// Refuses a request to an origin tokens may not go to.
+    fn check_origin(&self, url: &Url) -> Result<(), ForeignOriginError> {
+        let origin = url.origin();
+        if self.allowed_origins.iter().any(|allowed| *allowed == origin) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .map(Origin::ascii_serialization)
+            .collect();
+        Err(ForeignOriginError {
+            client: self.client_name.to_string(),
+            request_origin: origin.ascii_serialization(),
+            allowed_origin: if allowed.is_empty() {
+                "no origin (none configured)".to_owned()
+            } else {
+                allowed.join(", ")
+            },
+        })
+    }
+
+    /// Whether this 401 is one a new token can fix, as the service's policy says.
+    fn renewal_can_help(&self, response: &Response) -> bool {
+        match self.service.renew_on_unauthorized() {
+            UnauthorizedRenewal::Never => false,
+            UnauthorizedRenewal::Always => true,
+            _ => bearer_error(response.headers()).is_none_or(|error| error == "invalid_token"),
+        }
+    }
+}
+
+/// The `error` parameter of the `WWW-Authenticate` challenges (RFC 6750 section 3), if any names one.
+fn bearer_error(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(error_parameter)
+}
+
+/// Finds `error=<token>` or `error="<quoted>"` among a challenge's auth-params.
+fn error_parameter(challenge: &str) -> Option<String> {
+    let bytes = challenge.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip a quoted string (with backslash escapes): a value, never a parameter name.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || b"_-.".contains(&bytes[i])) {
+                    i += 1;
+                }
+                let name = &challenge[start..i];
+                let rest = challenge[i..].trim_start();
+                if name.eq_ignore_ascii_case("error") && rest.starts_with('=') {
+                    let value = rest[1..].trim_start();
+                    return Some(match value.strip_prefix('"') {
+                        Some(quoted) => quoted.split('"').next().unwrap_or_default().to_owned(),
+                        None => value
+                            .split(|c: char| c == ',' || c.is_whitespace())
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    });
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 #[async_trait::async_trait]
@@ -300,16 +396,8 @@ impl Middleware for ClientAccessTokenHandler {
         if extensions.get::<SkipAccessToken>().is_some() {
             return next.run(req, extensions).await;
         }
-        if let Some(allowed) = &self.allowed_origin {
-            let origin = req.url().origin();
-            if origin != *allowed {
-                return Err(reqwest_middleware::Error::middleware(ForeignOriginError {
-                    client: self.client_name.to_string(),
-                    request_origin: origin.ascii_serialization(),
-                    allowed_origin: allowed.ascii_serialization(),
-                }));
-            }
-        }
+        self.check_origin(req.url())
+            .map_err(reqwest_middleware::Error::middleware)?;
         // A per-request override is cloned (rare); the default path borrows the handler's own.
         let overridden = extensions.get::<TokenRequestParameters>().cloned();
         let parameters = overridden.as_ref().unwrap_or(&self.parameters);
@@ -323,7 +411,7 @@ impl Middleware for ClientAccessTokenHandler {
         req.headers_mut()
             .insert(AUTHORIZATION, token.authorization_header());
         let response = next.clone().run(req, extensions).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
+        if response.status() != StatusCode::UNAUTHORIZED || !self.renewal_can_help(&response) {
             return Ok(response);
         }
 
@@ -336,20 +424,35 @@ impl Middleware for ClientAccessTokenHandler {
             self.forget(&token, parameters).await;
             return Ok(response);
         };
-        tracing::debug!(
-            client = %self.client_name,
-            "the access token was rejected (401); renewing it and resending the request once"
-        );
-        // Frees the connection before the renewal and the resend.
-        drop(response);
-        let renewed = self
-            .renew(&token, parameters)
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        replay
-            .headers_mut()
-            .insert(AUTHORIZATION, renewed.authorization_header());
-        next.run(replay, extensions).await
+        match self.renew(&token, parameters).await {
+            Ok(renewed) if !renewed.same_token(&token) => {
+                tracing::debug!(
+                    client = %self.client_name,
+                    "the access token was rejected (401); resending the request once with a new one"
+                );
+                metrics::count(names::UNAUTHORIZED_REPLAYS, &self.client_name);
+                drop(response);
+                replay
+                    .headers_mut()
+                    .insert(AUTHORIZATION, renewed.authorization_header());
+                next.run(replay, extensions).await
+            }
+            Ok(_same) => {
+                tracing::debug!(
+                    client = %self.client_name,
+                    "the access token was rejected (401) and was renewed moments ago; returning the 401"
+                );
+                Ok(response)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    client = %self.client_name,
+                    %error,
+                    "the access token was rejected (401) and could not be renewed; returning the 401"
+                );
+                Ok(response)
+            }
+        }
     }
 }
 
@@ -358,5 +461,26 @@ impl fmt::Debug for ClientAccessTokenHandler {
         f.debug_struct("ClientAccessTokenHandler")
             .field("client_name", &self.client_name)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_parameter;
+
+    #[test]
+    fn finds_the_error_parameter_of_a_challenge() {
+        let error = |c: &str| error_parameter(c);
+        assert_eq!(
+            error(r#"Bearer realm="api", error="invalid_token", error_description="expired""#),
+            Some("invalid_token".into())
+        );
+        assert_eq!(
+            error(r#"Bearer error_description="a, error=x", error=insufficient_scope"#),
+            Some("insufficient_scope".into())
+        );
+        assert_eq!(error(r#"Bearer realm="error=\"x\"""#), None);
+        assert_eq!(error("Bearer"), None);
+        assert_eq!(error(r#"Bearer ERROR = "invalid_token""#), Some("invalid_token".into()));
     }
 }

@@ -29,25 +29,32 @@
 //! See [`service`](AccessTokenManagementService) for caching and single-flight semantics.
 
 mod cache;
+mod clock;
 mod endpoint;
 mod error;
 mod handler;
 mod options;
+mod metrics;
 mod refresh;
+mod retry;
 mod service;
 mod token;
 
 pub use cache::{
-    CacheKey, ClientAccessTokenCache, InMemoryClientAccessTokenCache, PrecomputedHashBuilder,
-    PrecomputedHasher,
+    CacheKey, ClientAccessTokenCache, DEFAULT_MAX_CACHED_TOKENS, InMemoryClientAccessTokenCache,
+    PrecomputedHashBuilder, PrecomputedHasher, client_fingerprint,
 };
+pub use clock::{Clock, ManualClock, Sleep, Stamp, SystemClock};
+pub use metrics::names as metric_names;
+pub use retry::RetryPolicy;
 pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use options::{
     AccessTokenManagementOptions, ClientCredentialStyle, ClientOptions, ClientSecret,
-    DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_MAX_RESPONSE_BODY_SIZE,
+    DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_EXPIRY_SAFETY_MARGIN,
+    DEFAULT_FAILURE_COOLDOWN, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_MIN_FORCED_RENEWAL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT, RESERVED_PARAMETERS, TokenClientOptions, TokenClients,
-    TokenRequestParameters, is_reserved,
+    TokenRequestParameters, UnauthorizedRenewal, is_reserved,
 };
 pub use service::{AccessTokenManagementService, AccessTokenManagementServiceBuilder};
-pub use token::{ClientAccessToken, InvalidTokenCharacters};
+pub use token::{ClientAccessToken, InvalidToken, StoredClientAccessToken};

@@ -24,12 +24,20 @@ use std::time::Duration;
 
 use url::{Host, Url};
 
+use super::cache::DEFAULT_MAX_CACHED_TOKENS;
 use super::error::OptionsError;
+use super::retry::RetryPolicy;
 
 /// Default [`AccessTokenManagementOptions::cache_lifetime_buffer`]: 60 s.
 pub const DEFAULT_CACHE_LIFETIME_BUFFER: Duration = Duration::from_secs(60);
-/// Default [`AccessTokenManagementOptions::request_timeout`]: 30 s.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`AccessTokenManagementOptions::request_timeout`]: 10 s per attempt.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`AccessTokenManagementOptions::expiry_safety_margin`]: 5 s.
+pub const DEFAULT_EXPIRY_SAFETY_MARGIN: Duration = Duration::from_secs(5);
+/// Default [`AccessTokenManagementOptions::failure_cooldown`]: 1 s.
+pub const DEFAULT_FAILURE_COOLDOWN: Duration = Duration::from_secs(1);
+/// Default [`AccessTokenManagementOptions::min_forced_renewal_interval`]: 5 s.
+pub const DEFAULT_MIN_FORCED_RENEWAL_INTERVAL: Duration = Duration::from_secs(5);
 /// Default [`AccessTokenManagementOptions::max_response_body_size`]: 1 MiB.
 pub const DEFAULT_MAX_RESPONSE_BODY_SIZE: usize = 1024 * 1024;
 /// Default [`AccessTokenManagementOptions::cache_key_prefix`].
@@ -60,10 +68,51 @@ pub struct AccessTokenManagementOptions {
     pub cache_lifetime_buffer: Duration,
     /// Prefix of every cache key (useful with a shared remote cache).
     pub cache_key_prefix: String,
-    /// Timeout of one token request, from sending it to having read the whole body (default 30 s).
+    /// Timeout of one token request attempt, from sending it to having read the whole body
+    /// (default 10 s).
     pub request_timeout: Duration,
     /// Largest token response body accepted, in bytes (default 1 MiB).
     pub max_response_body_size: usize,
+    /// A token is never served later than its expiry minus this margin (default 5 s), even while
+    /// renewals fail; never earlier than its refresh time.
+    pub expiry_safety_margin: Duration,
+    /// How transient token request failures are retried (default: 3 attempts, full-jitter back-off).
+    pub retry: RetryPolicy,
+    /// After a failed token request, callers that have no valid token get that failure for this long
+    /// (plus up to a quarter of it, random) without a new request (default 1 s), so an outage does not
+    /// turn every caller into a request.
+    pub failure_cooldown: Duration,
+    /// Renew tokens that callers use in the background at their refresh time, so no caller waits for
+    /// a renewal (default on). Off, the first caller after the refresh time starts the renewal (and
+    /// is still served the valid token).
+    pub background_refresh: bool,
+    /// A key nobody asked for within this window is not renewed in the background and its token is
+    /// dropped (default `None`: one token lifetime).
+    pub idle_timeout: Option<Duration>,
+    /// Most tokens the default in-memory cache holds (default 10,000); the least recently used are
+    /// evicted beyond it.
+    pub max_cached_tokens: usize,
+    /// Forced renewals (after a 401) of one key are at most one per this interval (default 5 s); a
+    /// forced renewal within it gets the token of the previous one.
+    pub min_forced_renewal_interval: Duration,
+    /// When an API's 401 makes the HTTP handler renew the token and resend (default:
+    /// [`UnauthorizedRenewal::InvalidToken`]).
+    pub renew_on_unauthorized: UnauthorizedRenewal,
+}
+
+/// Which `401 Unauthorized` responses make the [`ClientAccessTokenHandler`](super::ClientAccessTokenHandler)
+/// renew the token and resend the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnauthorizedRenewal {
+    /// When `WWW-Authenticate` carries `error="invalid_token"` or no `error` parameter (a renewal
+    /// cannot fix `insufficient_scope` or a wrong audience reported as such).
+    #[default]
+    InvalidToken,
+    /// On every 401.
+    Always,
+    /// Never: the 401 is returned as is.
+    Never,
 }
 
 impl Default for AccessTokenManagementOptions {
@@ -74,6 +123,14 @@ impl Default for AccessTokenManagementOptions {
             cache_key_prefix: DEFAULT_CACHE_KEY_PREFIX.to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_response_body_size: DEFAULT_MAX_RESPONSE_BODY_SIZE,
+            expiry_safety_margin: DEFAULT_EXPIRY_SAFETY_MARGIN,
+            retry: RetryPolicy::default(),
+            failure_cooldown: DEFAULT_FAILURE_COOLDOWN,
+            background_refresh: true,
+            idle_timeout: None,
+            max_cached_tokens: DEFAULT_MAX_CACHED_TOKENS,
+            min_forced_renewal_interval: DEFAULT_MIN_FORCED_RENEWAL_INTERVAL,
+            renew_on_unauthorized: UnauthorizedRenewal::default(),
         }
     }
 }

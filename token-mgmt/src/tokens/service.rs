@@ -1,123 +1,197 @@
-//! `AccessTokenManagementService`: cached, single-flight client credentials tokens.
+//! `AccessTokenManagementService`: cached, single-flight client credentials tokens that survive an
+//! identity provider's bad moments.
 //!
-//! # How a call is served
+//! # A token's life
 //!
-//! 1. The client is looked up by name (a linear scan of a few names, a hash map beyond that).
-//! 2. For the client's default request (no per-call scope, resources or parameters), its cache key was
-//!    computed when the service was built, with its hash; the cache's synchronous [`get_cached`] is
-//!    tried and the token's freshness checked. A hit returns a clone of the cached token (one `Arc`
-//!    increment): no allocation, no string hashing, no boxed future, no lock held past the map read.
-//!    Freshness costs one relaxed atomic load: when the service receives a token it *arms* it with the
-//!    service's refresh scheduler, which marks it stale at its refresh time, and a token that is not
-//!    armed (e.g. rebuilt by a remote cache) is compared with one read of the tokio clock instead. A
-//!    clock read costs about as much as the whole map lookup, hence the scheduler.
-//! 3. On a miss, callers of the same cache key share one *flight*: the first inserts it into a
-//!    concurrent map of in-flight requests and spawns a task that requests the token, stores it in the
-//!    cache, publishes the result on a `watch` channel, and only then leaves the map. The others
-//!    subscribe. Because the request runs in its own task, a caller that is dropped or cancelled does
-//!    not affect the others. Different keys use different map entries and never wait on each other.
-//! 4. Before requesting, a (non-forced) flight reads the cache again: a caller that missed the cache
-//!    just before another flight stored its token and left the map finds that token instead of
-//!    requesting a second one.
+//! Every decision is made by comparing the token's deadlines with the service [`Clock`] (by default
+//! `CLOCK_BOOTTIME`, which keeps counting across suspend), on the caller's path: nothing depends on a
+//! background task having run.
 //!
-//! Forced renewals have their own in-flight map: they never join a normal flight (which may have
-//! started before the caller saw its token rejected), are coalesced with each other, skip the cache
-//! read and replace the cached token.
+//! | state | when | a caller gets | the service |
+//! | --- | --- | --- | --- |
+//! | fresh | before `refresh_at` | the cached token | nothing |
+//! | due | `refresh_at` ≤ now < `expires_at` − margin | the cached token, at once | renews in the background (one flight per key) |
+//! | renewal failing | due, last renewal failed | the cached token, at once | retries after the cool-down; warns once per failure streak |
+//! | expired / missing | now ≥ `expires_at` − margin | waits for the flight, or the last failure during the cool-down | one flight per key |
+//! | renewed | the flight stored a token | the new token | schedules its renewal |
 //!
-//! # Refresh scheduler
+//! `refresh_at` is `expires_in − cache_lifetime_buffer` after the request was *sent* (the buffer is at
+//! most half the lifetime); the margin is
+//! [`expiry_safety_margin`](AccessTokenManagementOptions::expiry_safety_margin). A token without
+//! `expires_in` stays fresh until it is deleted or replaced by a forced renewal.
 //!
-//! Each service has one refresh scheduler: a single tokio task, spawned on the runtime of the first
-//! call that receives a token, holding every armed token's "mark stale" guard in a heap ordered by
-//! refresh time, with one tokio sleep set to the earliest (tokio's clock: a paused test clock drives
-//! it, and after `advance` a `yield_now` lets it run). Arming a token sends its guard over a channel:
-//! 24 bytes per pending token, where a task per token cost hundreds. A token without a refresh time
-//! is never armed; one already past it is marked stale at once; outside a runtime tokens stay
-//! unarmed and are checked against the clock. If the scheduler's runtime shuts down, the guards it
-//! held are dropped and mark their tokens stale (conservative), and the next token received spawns
-//! a new scheduler on the current runtime. When the service is dropped the task ends, marking what
-//! it still held stale.
+//! # Flights
 //!
-//! # Cache lifetime
+//! Callers of one cache key share one *flight*: a task on the service's runtime that requests the
+//! token (with the [`RetryPolicy`](super::RetryPolicy)), stores it, leaves the in-flight map and only
+//! then publishes its result. A caller that arrives after the result was published never receives
+//! it: it reads the cache or starts a new flight. A caller that gives up (drop, cancel) does not affect
+//! the flight. A non-forced flight first re-reads the cache, so a caller that missed a token stored a
+//! moment ago does not cause a second request.
 //!
-//! A token is served from the cache until `received_at + expires_in - buffer`, where `buffer` is
-//! [`cache_lifetime_buffer`](AccessTokenManagementOptions::cache_lifetime_buffer) (60 s by default)
-//! but never more than half the token's lifetime: `expires_in = 120` is cached for 60 s, and
-//! `expires_in = 30` (shorter than the buffer) for 15 s rather than not at all. A token without
-//! `expires_in` is kept until it is deleted ([`AccessTokenManagementService::delete_client_access_token`])
-//! or replaced by a forced renewal, which is what the HTTP handler does on a 401.
+//! A forced renewal never joins a non-forced flight (that one may hand back the rejected token); it
+//! joins a forced one or starts its own. Every flight has an increasing id and a token is written only
+//! by a flight newer than the one that wrote the cached token, so a slow older flight never overwrites
+//! a newer token. Forced renewals of one key are at most one per
+//! [`min_forced_renewal_interval`](AccessTokenManagementOptions::min_forced_renewal_interval).
 //!
-//! Errors are never cached: every waiter of a failed flight gets the error, and the next call makes a
-//! new request. A failing cache backend is logged and treated as a miss.
+//! Errors are never cached. After a failed flight, callers that have no valid token get that failure,
+//! without a request, during [`failure_cooldown`](AccessTokenManagementOptions::failure_cooldown).
 //!
-//! [`get_cached`]: ClientAccessTokenCache::get_cached
+//! # Runtime
+//!
+//! Flights and the background renewal run on one runtime: by default a small one the process shares
+//! (one thread, started on first use), so a caller on any runtime, in `block_on`, or on a runtime that
+//! then sits idle never waits for a task nobody drives, and pooled token endpoint connections are
+//! always driven by the runtime that opened them.
+//! [`AccessTokenManagementServiceBuilder::runtime`] binds the service to a runtime of yours instead.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::cache::{
     CacheKey, ClientAccessTokenCache, InMemoryClientAccessTokenCache, PrecomputedHashBuilder,
+    client_fingerprint,
 };
+use super::clock::{Clock, Stamp, SystemClock};
 use super::endpoint::{ClientEndpoint, RequestShape, TokenEndpointClient, TokenResponse};
 use super::error::{OptionsError, TokenError};
-use super::options::{AccessTokenManagementOptions, TokenRequestParameters, is_reserved};
-use super::refresh::RefreshScheduler;
-use super::token::{ClientAccessToken, TokenSlot};
+use super::metrics::{self, names};
+use super::options::{
+    AccessTokenManagementOptions, TokenRequestParameters, UnauthorizedRenewal, is_reserved,
+};
+use super::refresh::RenewalScheduler;
+use super::retry::{RetryPolicy, random_up_to};
+use super::token::{ClientAccessToken, Deadlines, Freshness, InvalidToken, ReceivedTimes};
 
 /// Up to this many clients, a name is found by a linear scan (cheaper than hashing it).
 const LINEAR_LOOKUP_MAX: usize = 8;
 
+/// The in-flight map is swept of finished entries when it grows past this (or twice its live size).
+const MIN_SWEEP_THRESHOLD: usize = 1024;
+
 /// Gets client credentials tokens for the registered token clients, from the cache when it can and
 /// from the token service when it must, with one request per cache key however many callers ask at
-/// once. Cheap to clone (one `Arc`).
+/// once. Cheap to clone (one `Arc`). See the [module docs](self) for the full semantics.
 #[derive(Clone)]
 pub struct AccessTokenManagementService {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     clients: Vec<Arc<ClientState>>,
     /// Client names are configuration, not attacker input: a fast (still seeded) hash suits them.
     index: HashMap<Box<str>, Arc<ClientState>, foldhash::fast::RandomState>,
     cache: Arc<dyn ClientAccessTokenCache>,
     endpoint: TokenEndpointClient,
-    buffer: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    runtime: Handle,
+    pub(crate) policy: Policy,
     key_prefix: String,
-    in_flight: DashMap<CacheKey, Flight, PrecomputedHashBuilder>,
-    in_flight_forced: DashMap<CacheKey, Flight, PrecomputedHashBuilder>,
+    keys: DashMap<CacheKey, KeyState, PrecomputedHashBuilder>,
+    sweep_threshold: AtomicUsize,
     next_flight_id: AtomicU64,
-    /// Marks the tokens this service receives stale at their refresh time (see the module docs).
-    refresh: RefreshScheduler,
+    renewals: RenewalScheduler,
 }
 
-struct ClientState {
-    endpoint: ClientEndpoint,
+pub(crate) struct Policy {
+    buffer: Duration,
+    safety_margin: Duration,
+    retry: RetryPolicy,
+    cooldown: Duration,
+    pub(crate) background_refresh: bool,
+    pub(crate) idle_timeout: Option<Duration>,
+    min_forced_interval: Duration,
+    pub(crate) max_keys: usize,
+    renew_on_unauthorized: UnauthorizedRenewal,
+}
+
+pub(crate) struct ClientState {
+    pub(crate) endpoint: ClientEndpoint,
+    fingerprint: String,
     default_shape: RequestShape,
     default_key: CacheKey,
-    /// The last token the service obtained for `default_key` (a first-level cache in front of the
-    /// pluggable one): a hit on the default request reads only this.
-    default_token: TokenSlot,
+    hits: ::metrics::Counter,
+}
+
+/// One token request: which client, under which key, with which shape (`None`: the client's
+/// default).
+#[derive(Clone)]
+pub(crate) struct Request {
+    pub(crate) client: Arc<ClientState>,
+    pub(crate) key: CacheKey,
+    shape: Option<Arc<RequestShape>>,
+}
+
+impl Request {
+    fn shape(&self) -> &RequestShape {
+        self.shape.as_deref().unwrap_or(&self.client.default_shape)
+    }
+}
+
+/// What the service remembers about a key besides its token: the running flight, the last failure
+/// and when it was last force-renewed.
+#[derive(Default)]
+struct KeyState {
+    flight: Option<Flight>,
+    /// Flights of this key still running (a forced flight may run beside an older one).
+    running: u32,
+    failure: Option<Failure>,
+    failure_streak: u32,
+    last_forced: Option<Stamp>,
+    /// The id of the flight whose token was last written; held while writing.
+    written: Arc<tokio::sync::Mutex<u64>>,
+}
+
+struct Failure {
+    until: Stamp,
+    error: TokenError,
 }
 
 type FlightResult = Option<Result<ClientAccessToken, TokenError>>;
 
 struct Flight {
     id: u64,
+    forced: bool,
     result: watch::Receiver<FlightResult>,
 }
 
-/// Builds an [`AccessTokenManagementService`] with a custom cache or HTTP client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The caller has no valid token and waits.
+    Wait,
+    /// The caller's token was rejected: a new one, not the cached one.
+    Forced,
+    /// The caller has a valid token; renew it without anyone waiting.
+    Background,
+}
+
+enum Started {
+    Wait(watch::Receiver<FlightResult>),
+    Failed(TokenError),
+    /// Forced renewals are rate-limited: use the current token.
+    RateLimited,
+    /// Background: a flight is already running or the key is cooling down after a failure.
+    Nothing {
+        failing: bool,
+    },
+}
+
+/// Builds an [`AccessTokenManagementService`] with a custom cache, HTTP client, clock or runtime.
 pub struct AccessTokenManagementServiceBuilder {
     options: AccessTokenManagementOptions,
     cache: Option<Arc<dyn ClientAccessTokenCache>>,
     http_client: Option<reqwest::Client>,
+    clock: Option<Arc<dyn Clock>>,
+    runtime: Option<Handle>,
 }
 
 impl AccessTokenManagementServiceBuilder {
@@ -127,10 +201,25 @@ impl AccessTokenManagementServiceBuilder {
         self
     }
 
-    /// Uses `client` for token requests instead of a default one. The default client follows no
-    /// redirects; a custom one should not either (credentials must not be sent elsewhere).
+    /// Uses `client` for token requests instead of a default one (for a custom CA, a proxy, a client
+    /// certificate). The default client follows no redirects; a custom one should not either
+    /// (credentials must not be sent elsewhere).
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
+        self
+    }
+
+    /// Uses `clock` instead of [`SystemClock`] (tests use a [`ManualClock`](super::ManualClock)).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Runs token requests and background renewals on `runtime` instead of the process's shared
+    /// token runtime. The runtime must be driven for as long as the service is used (a
+    /// multi-threaded runtime, or callers that only ever call from inside it).
+    pub fn runtime(mut self, runtime: Handle) -> Self {
+        self.runtime = Some(runtime);
         self
     }
 
@@ -139,7 +228,7 @@ impl AccessTokenManagementServiceBuilder {
     /// # Errors
     ///
     /// [`OptionsError`] when a token client is invalid (every problem is listed), or when the default
-    /// HTTP client cannot be built.
+    /// HTTP client or the shared token runtime cannot be set up.
     pub fn build(self) -> Result<AccessTokenManagementService, OptionsError> {
         let options = self.options;
         options.validate()?;
@@ -151,23 +240,34 @@ impl AccessTokenManagementServiceBuilder {
                 }
             })?,
         };
+        let runtime = match self.runtime {
+            Some(runtime) => runtime,
+            None => shared_runtime().map_err(|e| OptionsError::Runtime {
+                source: Arc::new(e),
+            })?,
+        };
         let clients: Vec<Arc<ClientState>> = options
             .client
             .clients
             .entries()
             .iter()
             .map(|(name, client_options)| {
+                let endpoint = ClientEndpoint::new(name, client_options.clone());
+                let fingerprint =
+                    client_fingerprint(endpoint.url.as_str(), &client_options.client_id);
                 let default_shape = RequestShape {
                     scope: client_options.scope.clone(),
                     resources: client_options.resources.clone(),
                     parameters: client_options.parameters.clone(),
                 };
-                let default_key = key_for(&options.cache_key_prefix, name, &default_shape);
+                let default_key =
+                    key_for(&options.cache_key_prefix, name, &fingerprint, &default_shape);
                 Arc::new(ClientState {
-                    endpoint: ClientEndpoint::new(name, client_options.clone()),
+                    endpoint,
+                    fingerprint,
                     default_shape,
                     default_key,
-                    default_token: TokenSlot::default(),
+                    hits: metrics::cache_hits(name),
                 })
             })
             .collect();
@@ -175,9 +275,11 @@ impl AccessTokenManagementServiceBuilder {
             .iter()
             .map(|c| (Box::from(&*c.endpoint.name), Arc::clone(c)))
             .collect();
-        let cache = self
-            .cache
-            .unwrap_or_else(|| Arc::new(InMemoryClientAccessTokenCache::new()));
+        let cache = self.cache.unwrap_or_else(|| {
+            Arc::new(InMemoryClientAccessTokenCache::with_max_entries(
+                options.max_cached_tokens,
+            ))
+        });
         Ok(AccessTokenManagementService {
             inner: Arc::new(Inner {
                 clients,
@@ -188,20 +290,55 @@ impl AccessTokenManagementServiceBuilder {
                     options.request_timeout,
                     options.max_response_body_size,
                 ),
-                buffer: options.cache_lifetime_buffer,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                runtime,
+                policy: Policy {
+                    buffer: options.cache_lifetime_buffer,
+                    safety_margin: options.expiry_safety_margin,
+                    retry: options.retry,
+                    cooldown: options.failure_cooldown,
+                    background_refresh: options.background_refresh,
+                    idle_timeout: options.idle_timeout,
+                    min_forced_interval: options.min_forced_renewal_interval,
+                    max_keys: options.max_cached_tokens,
+                    renew_on_unauthorized: options.renew_on_unauthorized,
+                },
                 key_prefix: options.cache_key_prefix,
-                in_flight: DashMap::default(),
-                in_flight_forced: DashMap::default(),
-                next_flight_id: AtomicU64::new(0),
-                refresh: RefreshScheduler::default(),
+                keys: DashMap::default(),
+                sweep_threshold: AtomicUsize::new(MIN_SWEEP_THRESHOLD),
+                next_flight_id: AtomicU64::new(1),
+                renewals: RenewalScheduler::default(),
             }),
         })
     }
 }
 
+/// The process's shared token runtime: one thread, started on first use, driven for the life of the
+/// process.
+fn shared_runtime() -> std::io::Result<Handle> {
+    static RUNTIME: OnceLock<Handle> = OnceLock::new();
+    if let Some(handle) = RUNTIME.get() {
+        return Ok(handle.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("token-mgmt")
+        .build()?;
+    let handle = runtime.handle().clone();
+    let (ready, started) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("token-mgmt".to_owned())
+        .spawn(move || {
+            let _ = ready.send(());
+            runtime.block_on(std::future::pending::<()>());
+        })?;
+    let _ = started.recv();
+    // Two racing first callers may both start one; the loser's thread idles harmlessly.
+    Ok(RUNTIME.get_or_init(|| handle).clone())
+}
+
 impl AccessTokenManagementService {
-    /// A service with the in-memory cache and a default HTTP client. Fails when the options are
-    /// invalid (see [`AccessTokenManagementOptions::validate`]).
+    /// Builds the service with the in-memory cache and a default HTTP client.
     ///
     /// # Errors
     ///
@@ -210,12 +347,14 @@ impl AccessTokenManagementService {
         Self::builder(options).build()
     }
 
-    /// A builder, to plug in another cache or HTTP client.
+    /// A builder, to plug in another cache, HTTP client, clock or runtime.
     pub fn builder(options: AccessTokenManagementOptions) -> AccessTokenManagementServiceBuilder {
         AccessTokenManagementServiceBuilder {
             options,
             cache: None,
             http_client: None,
+            clock: None,
+            runtime: None,
         }
     }
 
@@ -238,79 +377,71 @@ impl AccessTokenManagementService {
         &self.inner.cache
     }
 
-    /// Returns a valid access token for the token client `client_name`: from the cache when it holds
-    /// one that is not due for renewal, otherwise from the token endpoint (one request per cache key,
-    /// shared by all concurrent callers).
+    /// The clock that decides freshness.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Which 401 responses make an HTTP handler renew the token.
+    pub fn renew_on_unauthorized(&self) -> UnauthorizedRenewal {
+        self.inner.policy.renew_on_unauthorized
+    }
+
+    /// The cache key of `client_name`'s token for these parameters (`force_renewal` is ignored).
     ///
-    /// Must be called within a tokio runtime (a token request runs in a task of its own, so that a
-    /// caller that gives up does not fail the others waiting on it).
+    /// # Errors
+    ///
+    /// [`TokenError::UnknownClient`] or [`TokenError::ReservedParameter`].
+    pub fn cache_key(
+        &self,
+        client_name: &str,
+        parameters: &TokenRequestParameters,
+    ) -> Result<CacheKey, TokenError> {
+        Ok(self.inner.request(client_name, parameters)?.key)
+    }
+
+    /// Returns a valid access token for the token client `client_name`: from the cache when it holds
+    /// one that has not expired (one that is due for renewal is still returned at once, and renewed
+    /// in the background), otherwise from the token endpoint (one request per cache key, shared by
+    /// all concurrent callers). Works from any runtime, or none.
     ///
     /// # Errors
     ///
     /// [`TokenError::UnknownClient`] for an unregistered name, [`TokenError::ReservedParameter`] for a
     /// per-call parameter the request sets itself, and otherwise the failure of the token request
-    /// (never cached: the next call tries again).
+    /// (never cached; during the failure cool-down callers without a valid token get the same
+    /// failure without a new request).
     pub async fn get_client_access_token(
         &self,
         client_name: &str,
         parameters: &TokenRequestParameters,
     ) -> Result<ClientAccessToken, TokenError> {
-        let client = self.inner.client(client_name)?;
+        let inner = &self.inner;
+        let client = inner.client(client_name)?;
         if parameters.is_client_default() {
-            let mut seen_stale = false;
             if !parameters.force_renewal {
-                if let Some(token) = client.default_token.load() {
-                    if token.is_fresh() {
-                        return Ok(token);
+                if let Some(token) = inner.cache.get_cached(&client.default_key) {
+                    let now = inner.clock.now();
+                    match token.freshness_at(now) {
+                        Freshness::Fresh => {
+                            token.touch(now);
+                            client.hits.increment(1);
+                            return Ok(token);
+                        }
+                        Freshness::Due => {
+                            let request = inner.default_request(client);
+                            return Ok(inner.serve_due(&request, token, now));
+                        }
+                        Freshness::Expired => {}
                     }
-                    seen_stale = true;
-                } else if let Some(token) = self.inner.cache.get_cached(&client.default_key) {
-                    if token.is_fresh() {
-                        client.default_token.store(&token);
-                        return Ok(token);
-                    }
-                    seen_stale = true;
                 }
             }
             // Miss: boxed so that the hit path's future stays small.
-            return Box::pin(Inner::acquire(
-                Arc::clone(&self.inner),
-                Arc::clone(client),
-                client.default_key.clone(),
-                None,
-                parameters.force_renewal,
-                seen_stale,
-            ))
-            .await;
+            let request = inner.default_request(client);
+            return Box::pin(Arc::clone(inner).acquire(request, parameters.force_renewal)).await;
         }
-        Box::pin(self.get_with_parameters(client, parameters)).await
-    }
-
-    async fn get_with_parameters(
-        &self,
-        client: &Arc<ClientState>,
-        parameters: &TokenRequestParameters,
-    ) -> Result<ClientAccessToken, TokenError> {
-        let shape = client.shape_for(parameters)?;
-        let key = key_for(&self.inner.key_prefix, &client.endpoint.name, &shape);
-        let mut seen_stale = false;
-        if !parameters.force_renewal {
-            if let Some(token) = self.inner.cache.get_cached(&key) {
-                if token.is_fresh() {
-                    return Ok(token);
-                }
-                seen_stale = true;
-            }
-        }
-        Inner::acquire(
-            Arc::clone(&self.inner),
-            Arc::clone(client),
-            key,
-            Some(shape),
-            parameters.force_renewal,
-            seen_stale,
-        )
-        .await
+        let request = inner.request_for(client, parameters)?;
+        Box::pin(Arc::clone(inner).acquire(request, parameters.force_renewal)).await
     }
 
     /// Removes the cached token of `client_name` for these parameters (`force_renewal` is ignored),
@@ -325,19 +456,12 @@ impl AccessTokenManagementService {
         client_name: &str,
         parameters: &TokenRequestParameters,
     ) -> Result<(), TokenError> {
-        let client = self.inner.client(client_name)?;
-        let key = if parameters.is_client_default() {
-            client.default_token.clear();
-            client.default_key.clone()
-        } else {
-            let shape = client.shape_for(parameters)?;
-            key_for(&self.inner.key_prefix, &client.endpoint.name, &shape)
-        };
+        let request = self.inner.request(client_name, parameters)?;
         self.inner
             .cache
-            .delete(&key)
+            .delete(&request.key)
             .await
-            .map_err(|e| TokenError::cache(&client.endpoint.name, e))
+            .map_err(|e| TokenError::cache(&request.client.endpoint.name, e))
     }
 }
 
@@ -345,16 +469,17 @@ impl fmt::Debug for AccessTokenManagementService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessTokenManagementService")
             .field("clients", &self.client_names().collect::<Vec<_>>())
-            .field("cache_lifetime_buffer", &self.inner.buffer)
+            .field("cache_lifetime_buffer", &self.inner.policy.buffer)
             .field("cache_key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
     }
 }
 
-fn key_for(prefix: &str, client: &str, shape: &RequestShape) -> CacheKey {
+fn key_for(prefix: &str, client: &str, fingerprint: &str, shape: &RequestShape) -> CacheKey {
     CacheKey::for_request(
         prefix,
         client,
+        fingerprint,
         shape.scope.as_deref(),
         &shape.resources,
         &shape.parameters,
@@ -409,171 +534,426 @@ impl Inner {
         })
     }
 
-    /// The miss path: optional async cache read, then join or start the flight for `key`.
+    fn default_request(&self, client: &Arc<ClientState>) -> Request {
+        Request {
+            client: Arc::clone(client),
+            key: client.default_key.clone(),
+            shape: None,
+        }
+    }
+
+    fn request_for(
+        &self,
+        client: &Arc<ClientState>,
+        parameters: &TokenRequestParameters,
+    ) -> Result<Request, TokenError> {
+        if parameters.is_client_default() {
+            return Ok(self.default_request(client));
+        }
+        let shape = client.shape_for(parameters)?;
+        Ok(Request {
+            client: Arc::clone(client),
+            key: key_for(
+                &self.key_prefix,
+                &client.endpoint.name,
+                &client.fingerprint,
+                &shape,
+            ),
+            shape: Some(Arc::new(shape)),
+        })
+    }
+
+    fn request(
+        &self,
+        client_name: &str,
+        parameters: &TokenRequestParameters,
+    ) -> Result<Request, TokenError> {
+        let client = self.client(client_name)?;
+        self.request_for(client, parameters)
+    }
+
+    /// A due token is served at once; its renewal starts in the background.
+    fn serve_due(self: &Arc<Self>, request: &Request, token: ClientAccessToken, now: Stamp) -> ClientAccessToken {
+        token.touch(now);
+        request.client.hits.increment(1);
+        if let Started::Nothing { failing: true } = self.start(request, Mode::Background) {
+            metrics::count(names::STALE_TOKENS_SERVED, &request.client.endpoint.name);
+        }
+        token
+    }
+
+    /// The miss path: the cache (which may be remote), then the flight for the key.
     async fn acquire(
         self: Arc<Self>,
-        client: Arc<ClientState>,
-        key: CacheKey,
-        shape: Option<RequestShape>,
+        request: Request,
         force: bool,
-        seen_stale: bool,
     ) -> Result<ClientAccessToken, TokenError> {
-        // `get_cached` answered `None`: the cache may be remote, ask it properly.
-        if !force && !seen_stale {
-            if let Some(token) = self.read_cache(&client, &key).await {
-                if shape.is_none() {
-                    client.default_token.store(&token);
+        if !force {
+            if let Some(token) = self.read_cache(&request).await {
+                let now = self.clock.now();
+                match token.freshness_at(now) {
+                    Freshness::Fresh => {
+                        token.touch(now);
+                        request.client.hits.increment(1);
+                        return Ok(token);
+                    }
+                    Freshness::Due => return Ok(self.serve_due(&request, token, now)),
+                    Freshness::Expired => {}
                 }
-                return Ok(token);
             }
+            metrics::count(names::CACHE_MISSES, &request.client.endpoint.name);
         }
-        let mut result = self.join_or_start(client.clone(), key, shape, force);
+        let mode = if force { Mode::Forced } else { Mode::Wait };
+        let mut result = match self.start(&request, mode) {
+            Started::Wait(result) => result,
+            Started::Failed(error) => return Err(error),
+            Started::RateLimited => return Box::pin(self.acquire(request, false)).await,
+            Started::Nothing { .. } => unreachable!("only background starts do nothing"),
+        };
         let outcome = match result.wait_for(Option::is_some).await {
             Ok(done) => (*done).clone(),
             Err(_closed) => None,
         };
-        outcome.unwrap_or_else(|| {
-            Err(TokenError::Aborted {
-                client: client.endpoint.name.to_string(),
-                endpoint: client.endpoint.endpoint.to_string(),
-            })
-        })
+        outcome.unwrap_or_else(|| Err(aborted(&request.client)))
     }
 
-    /// Reads the cache asynchronously; a backend error is logged and treated as a miss.
-    async fn read_cache(&self, client: &ClientState, key: &CacheKey) -> Option<ClientAccessToken> {
-        match self.cache.get(key).await {
-            Ok(Some(token)) if token.is_fresh() => Some(token),
-            Ok(_) => None,
-            Err(error) => {
-                tracing::warn!(
-                    client = %client.endpoint.name,
-                    error = %error,
-                    "token cache read failed; treating it as a miss"
-                );
-                None
+    /// Reads the cache (the synchronous path first); a backend error is logged and treated as a miss.
+    /// A token without deadlines (rebuilt by a remote cache) is anchored on the clock.
+    async fn read_cache(&self, request: &Request) -> Option<ClientAccessToken> {
+        let token = match self.cache.get_cached(&request.key) {
+            Some(token) => token,
+            None => match self.cache.get(&request.key).await {
+                Ok(token) => token?,
+                Err(error) => {
+                    tracing::warn!(
+                        client = %request.client.endpoint.name,
+                        error = %error,
+                        "token cache read failed; treating it as a miss"
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(token.anchored(self.clock.as_ref(), self.policy.safety_margin))
+    }
+
+    /// Joins or starts the flight for the request's key, as `mode` allows. No lock is held once this
+    /// returns, and none is held while spawning.
+    fn start(self: &Arc<Self>, request: &Request, mode: Mode) -> Started {
+        let now = self.clock.now();
+        let mut entry = self.keys.entry(request.key.clone()).or_default();
+        let state = entry.value_mut();
+        let cooling = state.failure.as_ref().filter(|f| now < f.until);
+        match mode {
+            Mode::Wait => {
+                if let Some(flight) = &state.flight {
+                    return Started::Wait(flight.result.clone());
+                }
+                if let Some(failure) = cooling {
+                    return Started::Failed(failure.error.clone());
+                }
+            }
+            Mode::Background => {
+                if state.flight.is_some() || cooling.is_some() {
+                    return Started::Nothing {
+                        failing: state.failure_streak > 0,
+                    };
+                }
+            }
+            Mode::Forced => {
+                if let Some(flight) = state.flight.as_ref().filter(|f| f.forced) {
+                    return Started::Wait(flight.result.clone());
+                }
+                let recent = state.last_forced.is_some_and(|at| {
+                    now < at.saturating_add(self.policy.min_forced_interval)
+                });
+                if recent {
+                    return Started::RateLimited;
+                }
+                state.last_forced = Some(now);
             }
         }
-    }
-
-    /// Subscribes to the flight for `key`, starting it if there is none. No lock is held once this
-    /// returns, and none is held while spawning.
-    fn join_or_start(
-        self: &Arc<Self>,
-        client: Arc<ClientState>,
-        key: CacheKey,
-        shape: Option<RequestShape>,
-        force: bool,
-    ) -> watch::Receiver<FlightResult> {
-        let map = if force {
-            &self.in_flight_forced
-        } else {
-            &self.in_flight
-        };
-        let (sender, receiver, id) = match map.entry(key.clone()) {
-            Entry::Occupied(flight) => return flight.get().result.clone(),
-            Entry::Vacant(vacant) => {
-                let (sender, receiver) = watch::channel(None);
-                let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
-                vacant.insert(Flight {
-                    id,
-                    result: receiver.clone(),
-                });
-                (sender, receiver, id)
-            }
-        };
+        let forced = mode == Mode::Forced;
+        let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = watch::channel(None);
+        state.flight = Some(Flight {
+            id,
+            forced,
+            result: receiver.clone(),
+        });
+        state.running += 1;
+        let written = Arc::clone(&state.written);
+        drop(entry);
+        if mode == Mode::Background {
+            metrics::count(names::BACKGROUND_RENEWALS, &request.client.endpoint.name);
+        }
         let guard = FlightGuard {
             inner: Arc::clone(self),
-            key,
-            force,
+            key: request.key.clone(),
             id,
-            sender,
+            finished: false,
         };
+        let span = tracing::info_span!(
+            parent: None,
+            "token_request",
+            client = %request.client.endpoint.name,
+            endpoint = %request.client.endpoint.endpoint,
+            forced,
+        );
+        let request = request.clone();
         let flight = async move {
-            let result = guard.inner.fly(&client, &guard.key, shape, force).await;
-            guard.sender.send_replace(Some(result));
-            // `guard` drops here: the flight leaves the map after its result is published (and
-            // also if this task panics or is dropped with the runtime).
+            let mut guard = guard;
+            let result = guard.inner.fly(&request, id, forced, &written).await;
+            guard.inner.finish(&request, id, result.as_ref().err());
+            guard.finished = true;
+            // The flight has left the map: only callers that joined it get this result.
+            sender.send_replace(Some(result));
         };
-        // Logs of the request carry the span of the caller that started it.
-        tokio::spawn(flight.instrument(tracing::Span::current()));
-        receiver
+        drop(self.runtime.spawn(flight.instrument(span)));
+        Started::Wait(receiver)
     }
 
-    /// The body of a flight: re-check the cache (non-forced), request, cache the token.
+    /// The body of a flight: re-check the cache (non-forced), request, store if newest.
     async fn fly(
-        &self,
-        client: &ClientState,
-        key: &CacheKey,
-        shape: Option<RequestShape>,
-        force: bool,
+        self: &Arc<Self>,
+        request: &Request,
+        id: u64,
+        forced: bool,
+        written: &tokio::sync::Mutex<u64>,
     ) -> Result<ClientAccessToken, TokenError> {
-        let default_request = shape.is_none();
-        let token = self.fetch_or_reuse(client, key, shape, force).await?;
-        if default_request {
-            client.default_token.store(&token);
-        }
-        Ok(token)
-    }
-
-    /// A fresh token from the cache (non-forced), else a new one from the token endpoint, cached.
-    async fn fetch_or_reuse(
-        &self,
-        client: &ClientState,
-        key: &CacheKey,
-        shape: Option<RequestShape>,
-        force: bool,
-    ) -> Result<ClientAccessToken, TokenError> {
-        if !force {
-            match self.cache.get_cached(key) {
-                Some(token) if token.is_fresh() => return Ok(token),
-                Some(_stale) => {}
-                None => {
-                    if let Some(token) = self.read_cache(client, key).await {
-                        return Ok(token);
-                    }
+        let previous = self.read_cache(request).await;
+        if !forced {
+            if let Some(token) = previous.as_ref() {
+                if token.freshness_at(self.clock.now()) == Freshness::Fresh {
+                    return Ok(token.clone());
                 }
             }
         }
-        let shape = shape.as_ref().unwrap_or(&client.default_shape);
-        let response = self.endpoint.request_token(&client.endpoint, shape).await?;
-        let token = self.make_token(client, response)?;
-        self.refresh.arm(&token);
-        if let Err(error) = self.cache.set(key, token.clone()).await {
-            tracing::warn!(
-                client = %client.endpoint.name,
-                error = %error,
-                "token cache write failed; the token is returned but not cached"
-            );
+        let token = self.request_with_retries(request).await?;
+        if let Some(previous) = previous.as_ref().filter(|_| !forced) {
+            // A background renewal keeps the key's last use: an unused key still ages out.
+            token.inherit_last_use(previous);
+        }
+        let mut last_written = written.lock().await;
+        if id > *last_written {
+            *last_written = id;
+            if let Err(error) = self.cache.set(&request.key, token.clone()).await {
+                tracing::warn!(
+                    client = %request.client.endpoint.name,
+                    error = %error,
+                    "token cache write failed; the token is returned but not cached"
+                );
+            }
+            if self.policy.background_refresh {
+                self.renewals.schedule(self, request, &token);
+            }
         }
         Ok(token)
     }
 
+    /// Requests a token, retrying transient failures as the policy says.
+    async fn request_with_retries(
+        &self,
+        request: &Request,
+    ) -> Result<ClientAccessToken, TokenError> {
+        let client = &request.client;
+        let name = &*client.endpoint.name;
+        let first = self.clock.now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self.clock.now();
+            let sent_wall = self.clock.system_time();
+            let outcome = self
+                .endpoint
+                .request_token(&client.endpoint, request.shape())
+                .instrument(tracing::debug_span!("attempt", attempt))
+                .await;
+            let took = self.clock.now().saturating_duration_since(sent);
+            metrics::token_request(name, outcome.is_ok(), took);
+            let error = match outcome {
+                Ok(response) => return self.make_token(client, response, sent, sent_wall),
+                Err(error) => error,
+            };
+            if !error.is_transient() {
+                return Err(error);
+            }
+            let elapsed = self.clock.now().saturating_duration_since(first);
+            match self
+                .policy
+                .retry
+                .delay_after(attempt, elapsed, error.retry_after())
+            {
+                Some(delay) => {
+                    metrics::count(names::TOKEN_REQUEST_RETRIES, name);
+                    tracing::debug!(client = name, %error, ?delay, "retrying the token request");
+                    self.clock.sleep(delay).await;
+                }
+                None => {
+                    return Err(TokenError::Unavailable {
+                        client: name.to_owned(),
+                        endpoint: client.endpoint.endpoint.to_string(),
+                        attempts: attempt,
+                        source: Box::new(error),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Builds the token, its times counted from when the request was sent.
     fn make_token(
         &self,
         client: &ClientState,
         response: TokenResponse,
+        sent: Stamp,
+        sent_wall: std::time::SystemTime,
     ) -> Result<ClientAccessToken, TokenError> {
-        let received_at = response.received_at;
-        let expires_at = response.expires_in.map(|lifetime| received_at + lifetime);
-        let refresh_at = response.expires_in.map(|lifetime| {
-            received_at + lifetime.saturating_sub(effective_buffer(lifetime, self.buffer))
-        });
-        ClientAccessToken::new(
+        let times = match response.expires_in {
+            Some(lifetime) => {
+                let renew_after = lifetime.saturating_sub(effective_buffer(lifetime, self.policy.buffer));
+                let refresh = sent.saturating_add(renew_after);
+                let expiry = sent
+                    .saturating_add(lifetime)
+                    .saturating_sub(self.policy.safety_margin)
+                    .max(refresh);
+                ReceivedTimes {
+                    expires_at: Some(sent_wall + lifetime),
+                    refresh_at: Some(sent_wall + renew_after),
+                    deadlines: Deadlines { refresh, expiry },
+                    received: sent,
+                }
+            }
+            None => ReceivedTimes {
+                expires_at: None,
+                refresh_at: None,
+                deadlines: Deadlines {
+                    refresh: Stamp::NEVER,
+                    expiry: Stamp::NEVER,
+                },
+                received: sent,
+            },
+        };
+        ClientAccessToken::received(
             response.access_token,
             response.token_type.as_deref(),
-            expires_at,
-            refresh_at,
+            times,
             response.scope,
         )
-        .map_err(|_| TokenError::InvalidResponse {
-            client: client.endpoint.name.to_string(),
-            endpoint: client.endpoint.endpoint.to_string(),
-            status: response.status,
-            reason:
-                "the access_token or token_type contains characters not allowed in an HTTP header"
-                    .to_owned(),
+        .map_err(|error| match error {
+            InvalidToken::UnsupportedType(token_type) => TokenError::UnsupportedTokenType {
+                client: client.endpoint.name.to_string(),
+                endpoint: client.endpoint.endpoint.to_string(),
+                token_type,
+            },
+            _ => TokenError::InvalidResponse {
+                client: client.endpoint.name.to_string(),
+                endpoint: client.endpoint.endpoint.to_string(),
+                status: response.status,
+                reason: error.to_string(),
+            },
         })
+    }
+
+    /// A flight ended: it leaves the map (if it is still the key's flight), and its failure is
+    /// remembered for the cool-down.
+    fn finish(&self, request: &Request, id: u64, error: Option<&TokenError>) {
+        let now = self.clock.now();
+        let name = &*request.client.endpoint.name;
+        if let Some(mut entry) = self.keys.get_mut(&request.key) {
+            let state = entry.value_mut();
+            state.running = state.running.saturating_sub(1);
+            if state.flight.as_ref().is_some_and(|f| f.id == id) {
+                state.flight = None;
+            }
+            match error {
+                None => {
+                    if state.failure_streak > 0 {
+                        tracing::info!(
+                            client = name,
+                            failures = state.failure_streak,
+                            "token requests succeed again"
+                        );
+                    }
+                    state.failure = None;
+                    state.failure_streak = 0;
+                }
+                Some(error) => {
+                    state.failure_streak += 1;
+                    if state.failure_streak == 1 {
+                        tracing::warn!(client = name, %error, "token request failed");
+                    } else {
+                        tracing::debug!(
+                            client = name,
+                            %error,
+                            failures = state.failure_streak,
+                            "token request failed again"
+                        );
+                    }
+                    let cooldown = self.policy.cooldown + random_up_to(self.policy.cooldown / 4);
+                    state.failure = Some(Failure {
+                        until: now.saturating_add(cooldown),
+                        error: error.clone(),
+                    });
+                }
+            }
+        }
+        self.keys.remove_if(&request.key, |_, state| self.is_idle(state, now));
+        self.sweep_if_large(now);
+    }
+
+    /// Whether a key's state can go: nothing running, no cool-down or rate limit in force.
+    fn is_idle(&self, state: &KeyState, now: Stamp) -> bool {
+        state.running == 0
+            && state.failure.as_ref().is_none_or(|f| now >= f.until)
+            && state.last_forced.is_none_or(|at| {
+                now >= at.saturating_add(self.policy.min_forced_interval)
+            })
+    }
+
+    /// Keeps the in-flight map bounded under a flood of distinct keys (amortised O(1)).
+    fn sweep_if_large(&self, now: Stamp) {
+        if self.keys.len() <= self.sweep_threshold.load(Ordering::Relaxed) {
+            return;
+        }
+        self.keys.retain(|_, state| !self.is_idle(state, now));
+        self.keys.shrink_to_fit();
+        let live = self.keys.len();
+        self.sweep_threshold
+            .store(MIN_SWEEP_THRESHOLD.max(live * 2), Ordering::Relaxed);
+    }
+
+    /// Starts a background renewal of `request` (used by the renewal scheduler).
+    pub(crate) fn renew_in_background(self: &Arc<Self>, request: &Request) {
+        self.start(request, Mode::Background);
+    }
+
+    /// The token currently cached for `request`, anchored.
+    pub(crate) async fn cached(&self, request: &Request) -> Option<ClientAccessToken> {
+        self.read_cache(request).await
+    }
+
+    /// Drops `request`'s token, because nobody used it for the idle window.
+    pub(crate) async fn evict_idle(&self, request: &Request) {
+        metrics::count(names::IDLE_EVICTIONS, &request.client.endpoint.name);
+        if let Err(error) = self.cache.delete(&request.key).await {
+            tracing::debug!(
+                client = %request.client.endpoint.name,
+                %error,
+                "could not drop an idle token"
+            );
+        }
+    }
+
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.runtime
+    }
+}
+
+fn aborted(client: &ClientState) -> TokenError {
+    TokenError::Aborted {
+        client: client.endpoint.name.to_string(),
+        endpoint: client.endpoint.endpoint.to_string(),
     }
 }
 
@@ -583,25 +963,32 @@ pub(crate) fn effective_buffer(lifetime: Duration, configured: Duration) -> Dura
     configured.min(lifetime / 2)
 }
 
-/// Owns a flight's sender; removes the flight from the in-flight map when dropped.
+/// Removes a flight from the map if its task ends without finishing (it panicked, or its runtime
+/// shut down): waiters then see the channel close and get [`TokenError::Aborted`].
 struct FlightGuard {
     inner: Arc<Inner>,
     key: CacheKey,
-    force: bool,
     id: u64,
-    sender: watch::Sender<FlightResult>,
+    finished: bool,
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        let map = if self.force {
-            &self.inner.in_flight_forced
-        } else {
-            &self.inner.in_flight
-        };
-        map.remove_if(&self.key, |_, flight| flight.id == self.id);
+        if self.finished {
+            return;
+        }
+        if let Some(mut entry) = self.inner.keys.get_mut(&self.key) {
+            let state = entry.value_mut();
+            state.running = state.running.saturating_sub(1);
+            if state.flight.as_ref().is_some_and(|f| f.id == self.id) {
+                state.flight = None;
+            }
+        }
     }
 }
+
+/// A weak handle on the service, for its background tasks.
+pub(crate) type WeakInner = Weak<Inner>;
 
 #[cfg(test)]
 mod tests {

@@ -1,18 +1,24 @@
-//! The access token handed to callers.
+//! The access token handed to callers, and its storable form.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use tokio::time::Instant;
+use serde::{Deserialize, Serialize};
+
+use super::clock::{Clock, Stamp};
 
 /// An access token obtained with the client credentials grant.
 ///
 /// Cloning is cheap (one [`Arc`] increment): the cache and every caller share one allocation.
 /// `Debug` never shows the token. The `Authorization` header value is computed once, when the token is
 /// received, and is marked sensitive.
+///
+/// Times are wall-clock ([`SystemTime`]) so that a token can be stored outside the process
+/// ([`StoredClientAccessToken`]). The service decides freshness on its [`Clock`], which keeps counting
+/// across suspend: a token it received (or read back from a cache) carries its deadlines on that clock.
 #[derive(Clone)]
 pub struct ClientAccessToken {
     inner: Arc<Inner>,
@@ -24,49 +30,116 @@ struct Inner {
     authorization: HeaderValue,
     /// Where the access token starts in `authorization` (the type's length plus the space).
     token_start: u32,
-    /// [`UNARMED`], [`ARMED`] or [`STALE`]: see [`ClientAccessToken::is_fresh`].
-    freshness: AtomicU8,
-    expires_at: Option<Instant>,
-    refresh_at: Option<Instant>,
+    expires_at: Option<SystemTime>,
+    refresh_at: Option<SystemTime>,
     scope: Option<Box<str>>,
+    /// Deadlines on the service's clock; `None` for a token built with [`ClientAccessToken::new`]
+    /// that the service has not anchored yet.
+    deadlines: Option<Deadlines>,
+    /// When a caller last got this token (clock stamp, coarse): decides whether the background
+    /// renewal keeps the key alive or lets it age out.
+    last_used: AtomicU64,
 }
 
-/// No refresh timer: freshness is decided by reading the clock.
-const UNARMED: u8 = 0;
-/// A refresh timer is pending: the token is fresh, no clock read needed.
-const ARMED: u8 = 1;
-/// The refresh timer fired (or was dropped with its runtime): the token is due for renewal.
-const STALE: u8 = 2;
+/// A token's deadlines on the service clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deadlines {
+    /// From here on the token is due for renewal (still served while it has not expired).
+    pub(crate) refresh: Stamp,
+    /// From here on the token is never served (its expiry minus the safety margin).
+    pub(crate) expiry: Stamp,
+}
 
-/// The access token contains characters that cannot appear in an HTTP header.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the access token contains characters that are not allowed in an HTTP header")]
+/// Where a token stands at some moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Before its refresh time: served, nothing to do.
+    Fresh,
+    /// Past its refresh time, not expired: served, and a renewal is due.
+    Due,
+    /// Expired (or never anchored): never served.
+    Expired,
+}
+
+/// Last-use stamps are only written when they move by more than this, so a hot token's cache line
+/// is read, not written, by concurrent hits.
+const LAST_USED_RESOLUTION: Duration = Duration::from_millis(250);
+
+/// A token the service cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub struct InvalidTokenCharacters;
+pub enum InvalidToken {
+    /// The access token or its type contains characters that cannot appear in an HTTP header.
+    #[error("the access token or token type contains characters not allowed in an HTTP header")]
+    HeaderCharacters,
+    /// The token type is not one this client understands (RFC 6749 section 7.1: the client must not
+    /// use it).
+    #[error("unsupported token type `{0}` (only Bearer is supported)")]
+    UnsupportedType(String),
+}
 
 impl ClientAccessToken {
-    /// Builds a token. `token_type` is normalised: `bearer` (any case) or a missing type becomes
-    /// `Bearer`, `dpop` (any case) becomes `DPoP`; any other type is kept as sent.
+    /// Builds a token, e.g. in a cache that read it back from outside the process.
     ///
-    /// `expires_at` is when the token expires (`None`: unknown). `refresh_at` is when the token
-    /// management service stops handing it out from the cache and requests a new one (usually
-    /// `expires_at` minus the cache lifetime buffer; `None`: never, until deleted). Remote cache
-    /// implementations use this to rebuild a token they stored.
+    /// `token_type` must be `Bearer` (any case); a missing or empty type is taken as `Bearer`, as
+    /// most servers that omit it mean (RFC 6749 requires it). `expires_at` is when the token expires
+    /// (`None`: unknown); `refresh_at` is when the service stops handing it out without renewing it
+    /// (`None`: never, until deleted or rejected).
+    ///
+    /// Such a token has no deadlines on the service's clock yet: the service anchors it (from the
+    /// wall-clock times) when it reads it from a cache.
     ///
     /// # Errors
     ///
-    /// [`InvalidTokenCharacters`] when the token or type cannot appear in an HTTP header.
+    /// [`InvalidToken`] for an unsupported type or characters that cannot appear in a header.
     pub fn new(
         access_token: impl Into<String>,
         token_type: Option<&str>,
-        expires_at: Option<Instant>,
-        refresh_at: Option<Instant>,
+        expires_at: Option<SystemTime>,
+        refresh_at: Option<SystemTime>,
         scope: Option<String>,
-    ) -> Result<Self, InvalidTokenCharacters> {
-        let access_token: String = access_token.into();
-        let token_type = normalise_token_type(token_type);
+    ) -> Result<Self, InvalidToken> {
+        Self::build(
+            access_token.into(),
+            token_type,
+            expires_at,
+            refresh_at,
+            scope,
+            None,
+            Stamp::from_nanos(0),
+        )
+    }
+
+    /// A token just received by the service, anchored on its clock.
+    pub(crate) fn received(
+        access_token: String,
+        token_type: Option<&str>,
+        times: ReceivedTimes,
+        scope: Option<String>,
+    ) -> Result<Self, InvalidToken> {
+        Self::build(
+            access_token,
+            token_type,
+            times.expires_at,
+            times.refresh_at,
+            scope,
+            Some(times.deadlines),
+            times.received,
+        )
+    }
+
+    fn build(
+        access_token: String,
+        token_type: Option<&str>,
+        expires_at: Option<SystemTime>,
+        refresh_at: Option<SystemTime>,
+        scope: Option<String>,
+        deadlines: Option<Deadlines>,
+        last_used: Stamp,
+    ) -> Result<Self, InvalidToken> {
+        let token_type = normalise_token_type(token_type)?;
         let token_start =
-            u32::try_from(token_type.len() + 1).map_err(|_| InvalidTokenCharacters)?;
+            u32::try_from(token_type.len() + 1).map_err(|_| InvalidToken::HeaderCharacters)?;
         // Exactly sized: the header's bytes then take over the buffer without another allocation.
         let mut header = String::with_capacity(token_type.len() + 1 + access_token.len());
         header.push_str(token_type);
@@ -74,18 +147,57 @@ impl ClientAccessToken {
         header.push_str(&access_token);
         drop(access_token);
         let mut authorization =
-            HeaderValue::try_from(header).map_err(|_| InvalidTokenCharacters)?;
+            HeaderValue::try_from(header).map_err(|_| InvalidToken::HeaderCharacters)?;
         authorization.set_sensitive(true);
         Ok(Self {
             inner: Arc::new(Inner {
                 authorization,
                 token_start,
-                freshness: AtomicU8::new(UNARMED),
                 expires_at,
                 refresh_at,
                 scope: scope.map(String::into_boxed_str),
+                deadlines,
+                last_used: AtomicU64::new(last_used.as_nanos()),
             }),
         })
+    }
+
+    /// This token with deadlines on `clock`, derived from its wall-clock times (a copy, unless it
+    /// already has them). The expiry deadline is `expires_at - safety_margin`, never before the
+    /// refresh deadline.
+    pub(crate) fn anchored(&self, clock: &dyn Clock, safety_margin: Duration) -> Self {
+        if self.inner.deadlines.is_some() {
+            return self.clone();
+        }
+        let now = clock.now();
+        let wall_now = clock.system_time();
+        let on_clock = |at: Option<SystemTime>| match at {
+            None => Stamp::NEVER,
+            Some(at) => match at.duration_since(wall_now) {
+                Ok(ahead) => now.saturating_add(ahead),
+                Err(_) => now, // already past
+            },
+        };
+        let refresh = on_clock(self.inner.refresh_at.or(self.inner.expires_at));
+        let expiry = if self.inner.expires_at.is_some() {
+            on_clock(self.inner.expires_at)
+                .saturating_sub(safety_margin)
+                .max(refresh)
+        } else {
+            Stamp::NEVER
+        };
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                authorization: inner.authorization.clone(),
+                token_start: inner.token_start,
+                expires_at: inner.expires_at,
+                refresh_at: inner.refresh_at,
+                scope: inner.scope.clone(),
+                deadlines: Some(Deadlines { refresh, expiry }),
+                last_used: AtomicU64::new(now.as_nanos()),
+            }),
+        }
     }
 
     /// The access token itself. Secret: do not log it.
@@ -94,7 +206,7 @@ impl ClientAccessToken {
         self.header_str(start..self.inner.authorization.len())
     }
 
-    /// The token type, normalised (`Bearer`, `DPoP`, or as sent for other types).
+    /// The token type, normalised (`Bearer`).
     pub fn token_type(&self) -> &str {
         self.header_str(0..self.inner.token_start as usize - 1)
     }
@@ -106,14 +218,15 @@ impl ClientAccessToken {
             .expect("the header was built from UTF-8 strings")
     }
 
-    /// When the token expires, computed from the moment the response arrived plus `expires_in`.
-    /// `None` when the token service did not say.
-    pub fn expires_at(&self) -> Option<Instant> {
+    /// When the token expires: when the request was sent plus `expires_in` (a lower bound, since the
+    /// server counts from a later moment). `None` when the token service did not say.
+    pub fn expires_at(&self) -> Option<SystemTime> {
         self.inner.expires_at
     }
 
-    /// When the service stops serving this token from the cache (see [`ClientAccessToken::new`]).
-    pub fn refresh_at(&self) -> Option<Instant> {
+    /// When the service stops serving this token without renewing it (`None`: never, until it is
+    /// deleted or rejected).
+    pub fn refresh_at(&self) -> Option<SystemTime> {
         self.inner.refresh_at
     }
 
@@ -122,101 +235,136 @@ impl ClientAccessToken {
         self.inner.scope.as_deref()
     }
 
-    /// The `Authorization` header value (`Bearer <token>` / `DPoP <token>`), marked sensitive.
+    /// The `Authorization` header value (`Bearer <token>`), marked sensitive.
     /// Computed once when the token was received; this clones it (a reference-count increment).
     pub fn authorization_header(&self) -> HeaderValue {
         self.inner.authorization.clone()
-    }
-
-    /// Whether the token may still be served from the cache at `now` (compares with
-    /// [`refresh_at`](Self::refresh_at)).
-    #[inline]
-    pub fn is_fresh_at(&self, now: Instant) -> bool {
-        self.inner.refresh_at.is_none_or(|at| now < at)
-    }
-
-    /// Whether the token may still be served from the cache now.
-    ///
-    /// A token the service requested is *armed*: the service's refresh scheduler (one tokio task per
-    /// service, holding every pending token in a timer queue on tokio's clock, so a paused test clock
-    /// drives it) marks it stale at [`refresh_at`](Self::refresh_at). For an armed token this is one
-    /// relaxed atomic load, with no clock read. If the scheduler goes away before the refresh time
-    /// (its runtime shut down, or the service was dropped), the token is marked stale: a later caller
-    /// requests a new one rather than trusting it forever.
-    ///
-    /// Other tokens are *unarmed* and compare `refresh_at` with the tokio clock: tokens built with
-    /// [`new`](Self::new) (e.g. by a remote cache, or stored into a cache directly), tokens received
-    /// outside a tokio runtime, and tokens due for refresh more than a year ahead. A token without a
-    /// refresh time is always fresh.
-    #[inline]
-    pub fn is_fresh(&self) -> bool {
-        match self.inner.freshness.load(Ordering::Relaxed) {
-            ARMED => true,
-            STALE => false,
-            _ => self.inner.refresh_at.is_none_or(|at| Instant::now() < at),
-        }
-    }
-
-    /// Marks the token stale now (its refresh time has passed).
-    pub(crate) fn mark_stale(&self) {
-        self.inner.freshness.store(STALE, Ordering::Relaxed);
-    }
-
-    /// Moves an unarmed token to armed and returns the guard that marks it stale when dropped (the
-    /// refresh scheduler drops it at the refresh time); `None` when the token is already armed or
-    /// stale. The caller must hand the guard to a timer: while it lives, the token reads as fresh.
-    pub(crate) fn begin_arm(&self) -> Option<MarkStaleOnDrop> {
-        self.inner
-            .freshness
-            .compare_exchange(UNARMED, ARMED, Ordering::Relaxed, Ordering::Relaxed)
-            .ok()
-            .map(|_| MarkStaleOnDrop(Arc::downgrade(&self.inner)))
-    }
-
-    #[cfg(test)]
-    pub(crate) fn is_unarmed(&self) -> bool {
-        self.inner.freshness.load(Ordering::Relaxed) == UNARMED
     }
 
     /// Whether two handles share the same token allocation (same token request).
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
-}
 
-/// One token shared lock-free between writers and many readers: the service's per-client copy of
-/// the default token, read on every cache hit without hashing or locking.
-#[derive(Default)]
-pub(crate) struct TokenSlot(ArcSwapOption<Inner>);
-
-impl TokenSlot {
-    /// The token in the slot, if any (one `Arc` increment).
-    #[inline]
-    pub(crate) fn load(&self) -> Option<ClientAccessToken> {
-        self.0.load_full().map(|inner| ClientAccessToken { inner })
+    /// Whether two handles carry the same access token (same allocation, or the same value read back
+    /// from a cache).
+    pub fn same_token(&self, other: &Self) -> bool {
+        self.ptr_eq(other) || self.inner.authorization == other.inner.authorization
     }
 
-    /// Puts `token` in the slot, replacing what was there.
-    pub(crate) fn store(&self, token: &ClientAccessToken) {
-        self.0.store(Some(Arc::clone(&token.inner)));
-    }
-
-    /// Empties the slot.
-    pub(crate) fn clear(&self) {
-        self.0.store(None);
-    }
-}
-
-/// Marks the token stale when dropped: when the refresh scheduler's timer for it fires, or when the
-/// scheduler is dropped (its runtime shut down, or its service dropped) with the guard still pending.
-/// Holds the token weakly: a pending refresh does not keep a dropped token's contents alive.
-pub(crate) struct MarkStaleOnDrop(Weak<Inner>);
-
-impl Drop for MarkStaleOnDrop {
-    fn drop(&mut self) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.freshness.store(STALE, Ordering::Relaxed);
+    /// The storable form of this token (for a cache outside the process). Contains the secret.
+    pub fn to_stored(&self) -> StoredClientAccessToken {
+        StoredClientAccessToken {
+            access_token: self.access_token().to_owned(),
+            token_type: self.token_type().to_owned(),
+            expires_at: self.inner.expires_at,
+            refresh_at: self.inner.refresh_at,
+            scope: self.inner.scope.as_deref().map(str::to_owned),
         }
+    }
+
+    pub(crate) fn deadlines(&self) -> Option<Deadlines> {
+        self.inner.deadlines
+    }
+
+    /// Where the token stands at `now` (a token without deadlines counts as expired: it must be
+    /// anchored first).
+    #[inline]
+    pub(crate) fn freshness_at(&self, now: Stamp) -> Freshness {
+        match &self.inner.deadlines {
+            Some(d) if now < d.refresh => Freshness::Fresh,
+            Some(d) if now < d.expiry => Freshness::Due,
+            _ => Freshness::Expired,
+        }
+    }
+
+    /// Records a use at `now` (written only when it moved by more than the resolution).
+    #[inline]
+    pub(crate) fn touch(&self, now: Stamp) {
+        let last = self.inner.last_used.load(Ordering::Relaxed);
+        if now.as_nanos().saturating_sub(last) > LAST_USED_RESOLUTION.as_nanos() as u64 {
+            self.inner.last_used.store(now.as_nanos(), Ordering::Relaxed);
+        }
+    }
+
+    /// When a caller last got this token.
+    pub(crate) fn last_used(&self) -> Stamp {
+        Stamp::from_nanos(self.inner.last_used.load(Ordering::Relaxed))
+    }
+
+    /// Takes over `previous`'s last use, when earlier (a renewal nobody asked for is not a use).
+    pub(crate) fn inherit_last_use(&self, previous: &ClientAccessToken) {
+        self.inner
+            .last_used
+            .fetch_min(previous.last_used().as_nanos(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakToken {
+        WeakToken(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A token that does not keep its allocation alive (the renewal schedule holds these).
+pub(crate) struct WeakToken(Weak<Inner>);
+
+impl WeakToken {
+    pub(crate) fn upgrade(&self) -> Option<ClientAccessToken> {
+        self.0.upgrade().map(|inner| ClientAccessToken { inner })
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+/// The times of a token the service just received.
+pub(crate) struct ReceivedTimes {
+    pub(crate) expires_at: Option<SystemTime>,
+    pub(crate) refresh_at: Option<SystemTime>,
+    pub(crate) deadlines: Deadlines,
+    /// When the request was sent, on the service clock (the token's first use).
+    pub(crate) received: Stamp,
+}
+
+/// A token in a form that can be stored outside the process (serde): wall-clock times, no
+/// process-local state. Contains the secret access token: encrypt it at rest.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredClientAccessToken {
+    /// The access token.
+    pub access_token: String,
+    /// The token type (`Bearer`).
+    pub token_type: String,
+    /// When the token expires.
+    pub expires_at: Option<SystemTime>,
+    /// When the service renews it.
+    pub refresh_at: Option<SystemTime>,
+    /// The granted scope.
+    pub scope: Option<String>,
+}
+
+impl TryFrom<StoredClientAccessToken> for ClientAccessToken {
+    type Error = InvalidToken;
+
+    fn try_from(stored: StoredClientAccessToken) -> Result<Self, InvalidToken> {
+        ClientAccessToken::new(
+            stored.access_token,
+            Some(&stored.token_type),
+            stored.expires_at,
+            stored.refresh_at,
+            stored.scope,
+        )
+    }
+}
+
+impl fmt::Debug for StoredClientAccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredClientAccessToken")
+            .field("access_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_at", &self.expires_at)
+            .field("refresh_at", &self.refresh_at)
+            .field("scope", &self.scope)
+            .finish()
     }
 }
 
@@ -232,18 +380,20 @@ impl fmt::Debug for ClientAccessToken {
     }
 }
 
-fn normalise_token_type(token_type: Option<&str>) -> &str {
+fn normalise_token_type(token_type: Option<&str>) -> Result<&'static str, InvalidToken> {
     match token_type.map(str::trim) {
-        None | Some("") => "Bearer",
-        Some(t) if t.eq_ignore_ascii_case("bearer") => "Bearer",
-        Some(t) if t.eq_ignore_ascii_case("dpop") => "DPoP",
-        Some(t) => t,
+        None | Some("") => Ok("Bearer"),
+        Some(t) if t.eq_ignore_ascii_case("bearer") => Ok("Bearer"),
+        Some(other) => Err(InvalidToken::UnsupportedType(
+            other.chars().take(32).collect(),
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::clock::ManualClock;
 
     #[test]
     fn scheme_is_normalised_and_header_sensitive() {
@@ -251,22 +401,48 @@ mod tests {
         assert_eq!(t.token_type(), "Bearer");
         assert_eq!(t.authorization_header(), "Bearer abc");
         assert!(t.authorization_header().is_sensitive());
-        let t = ClientAccessToken::new("abc", Some("DPOP"), None, None, None).unwrap();
-        assert_eq!(t.authorization_header(), "DPoP abc");
         let t = ClientAccessToken::new("abc", None, None, None, None).unwrap();
         assert_eq!(t.authorization_header(), "Bearer abc");
         assert_eq!(t.access_token(), "abc");
-        assert!(ClientAccessToken::new("a\nb", None, None, None, None).is_err());
-        let t = ClientAccessToken::new("tök en", Some("Custom Type"), None, None, None).unwrap();
-        assert_eq!(t.token_type(), "Custom Type");
-        assert_eq!(t.access_token(), "tök en");
-        let t = ClientAccessToken::new("", Some("x"), None, None, None).unwrap();
-        assert_eq!((t.token_type(), t.access_token()), ("x", ""));
+        assert_eq!(
+            ClientAccessToken::new("a\nb", None, None, None, None).unwrap_err(),
+            InvalidToken::HeaderCharacters
+        );
+        assert_eq!(
+            ClientAccessToken::new("abc", Some("mac"), None, None, None).unwrap_err(),
+            InvalidToken::UnsupportedType("mac".into())
+        );
     }
 
     #[test]
     fn debug_redacts() {
         let t = ClientAccessToken::new("very-secret-token", None, None, None, None).unwrap();
         assert!(!format!("{t:?}").contains("very-secret-token"));
+        assert!(!format!("{:?}", t.to_stored()).contains("very-secret-token"));
+    }
+
+    #[test]
+    fn anchoring_derives_deadlines_from_wall_clock_times() {
+        let clock = ManualClock::new();
+        clock.advance(Duration::from_secs(100));
+        let wall = clock.system_time();
+        let t = ClientAccessToken::new(
+            "t",
+            None,
+            Some(wall + Duration::from_secs(60)),
+            Some(wall + Duration::from_secs(30)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.freshness_at(clock.now()), Freshness::Expired, "unanchored");
+        let t = t.anchored(&clock, Duration::from_secs(5));
+        let at = |s| Stamp::from_nanos(s * 1_000_000_000);
+        assert_eq!(t.freshness_at(at(129)), Freshness::Fresh);
+        assert_eq!(t.freshness_at(at(130)), Freshness::Due);
+        assert_eq!(t.freshness_at(at(154)), Freshness::Due);
+        assert_eq!(t.freshness_at(at(155)), Freshness::Expired);
+        let stored = t.to_stored();
+        let back = ClientAccessToken::try_from(stored.clone()).unwrap();
+        assert_eq!(back.to_stored(), stored);
     }
 }
