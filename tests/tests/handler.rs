@@ -25,7 +25,7 @@ use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
 use token_mgmt::http::{HttpClientFactory, HttpError};
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessTokenHandler,
-    SkipAccessToken, TokenClientOptions, TokenError, TokenRequestParameters,
+    ManualClock, SkipAccessToken, TokenClientOptions, TokenError, TokenRequestParameters,
 };
 use token_mgmt_examples::demo::{ApiClaims, DemoClient, DemoConfig, DemoServer, RecordingServer};
 use url::Url;
@@ -52,6 +52,10 @@ fn service_with(
     configure(&mut client);
     let mut options = AccessTokenManagementOptions::default();
     options.client.clients.add(CLIENT, client);
+    // These tests are about the handler: a failure is not replayed to the next call, and every
+    // 401 may force a renewal (the cool-down and the rate limit have tests of their own).
+    options.failure_cooldown = Duration::ZERO;
+    options.min_forced_renewal_interval = Duration::ZERO;
     AccessTokenManagementService::new(options).unwrap()
 }
 
@@ -136,10 +140,10 @@ impl Middleware for SeesAuthorization {
 #[tokio::test]
 async fn standalone_calls_are_authorized_with_one_token_request() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
 
     for _ in 0..10 {
         let claims = claims(client.get(api(&demo, "test")).send().await.unwrap()).await;
@@ -155,7 +159,8 @@ async fn standalone_calls_are_authorized_with_one_token_request() {
 #[tokio::test]
 async fn factory_innermost_handler_authorizes_every_call_below_outer_middleware() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let handler = ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT);
+    let handler = ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+        .with_allowed_origin(&demo.api_base());
     let outer = SeesAuthorization::default();
 
     let mut builder = HttpClientFactory::builder();
@@ -184,10 +189,10 @@ async fn factory_innermost_handler_authorizes_every_call_below_outer_middleware(
 #[tokio::test]
 async fn revoked_token_is_renewed_once_and_the_request_resent() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
     claims(client.get(api(&demo, "test")).send().await.unwrap()).await;
     assert_eq!(demo.revoke_all(), 1);
 
@@ -220,10 +225,10 @@ async fn claims_ok(client: &ClientWithMiddleware, demo: &DemoServer) -> ApiClaim
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_401s_share_one_renewal() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
     claims_ok(&client, &demo).await;
     demo.revoke_all();
     // Keeps the renewal in flight while the other rejected requests ask for it (the delay is the
@@ -287,10 +292,11 @@ async fn a_401_after_another_request_renewed_the_token_reuses_that_renewal() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let gate = Gate::default();
     let gated = gate.start().await;
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base())
+            .with_allowed_origin(&gated),
+    );
     claims_ok(&client, &demo).await;
     demo.revoke_all();
 
@@ -318,10 +324,10 @@ async fn a_401_after_another_request_renewed_the_token_reuses_that_renewal() {
 async fn a_second_401_is_returned_without_a_loop() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let server = AlwaysUnauthorized::start().await;
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&server.url()),
+    );
 
     let response = client.get(server.url()).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -340,10 +346,10 @@ async fn a_second_401_is_returned_without_a_loop() {
 #[tokio::test]
 async fn a_streaming_body_gets_its_401_back_without_a_resend() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
     claims_ok(&client, &demo).await;
     demo.revoke_all();
     demo.reset_counters();
@@ -389,10 +395,10 @@ fn assert_endpoint_error(error: &TokenError) {
 async fn token_endpoint_failure_fails_the_call_without_sending_it() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     demo.set_token_endpoint_failure(Some((StatusCode::BAD_REQUEST, FAILURE_BODY.to_owned())));
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
 
     let error = client.get(api(&demo, "test")).send().await.unwrap_err();
     assert!(error.is_middleware());
@@ -417,10 +423,10 @@ async fn factory_token_error_is_reachable_from_the_http_error() {
     let mut builder = HttpClientFactory::builder();
     let registration = builder.register("api");
     registration.options_mut().base_address = Some(demo.api_base());
-    registration.set_innermost(Arc::new(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    )));
+    registration.set_innermost(Arc::new(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    ));
     let client = builder.build().create_client("api").unwrap();
 
     let error: HttpError = client.get_string("test").await.unwrap_err();
@@ -438,13 +444,15 @@ async fn factory_token_error_is_reachable_from_the_http_error() {
 async fn a_redirect_to_another_origin_does_not_carry_the_token() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let other = RecordingServer::start().await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    // The other server is allowed too, so only the redirect rule keeps the token from it.
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base())
+            .with_allowed_origin(&other.url()),
+    );
 
-    // Control: a direct request to the other server does carry the token (the handler sets it on
-    // every request of this client)...
+    // Control: a direct request to the other server does carry the token (its origin is
+    // allowed)...
     client
         .get(other.url().join("direct").unwrap())
         .send()
@@ -471,10 +479,10 @@ async fn a_redirect_to_another_origin_does_not_carry_the_token() {
 #[tokio::test]
 async fn a_same_origin_redirect_keeps_the_token() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
     let response = client
         .get(demo.redirect_url(&api(&demo, "after-redirect")))
         .send()
@@ -492,10 +500,10 @@ async fn a_same_origin_redirect_keeps_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_on_a_cold_cache_make_one_token_request() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..200 {
@@ -521,7 +529,11 @@ async fn skip_access_token_sends_no_authorization_and_asks_for_no_token() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let other = RecordingServer::start().await.unwrap();
     let service = service_for(&demo, "m2m");
-    let client = standalone(ClientAccessTokenHandler::new(service.clone(), CLIENT));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service.clone(), CLIENT)
+            .with_allowed_origin(&demo.api_base())
+            .with_allowed_origin(&other.url()),
+    );
 
     client
         .get(other.url())
@@ -564,10 +576,10 @@ async fn skip_access_token_sends_no_authorization_and_asks_for_no_token() {
 async fn per_request_force_renewal_requests_a_new_token() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let other = RecordingServer::start().await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&other.url()),
+    );
 
     client.get(other.url()).send().await.unwrap();
     client
@@ -594,7 +606,10 @@ async fn per_request_and_per_handler_scopes() {
         .with_client(DemoClient::new("multi", "secret").with_scopes(["api", "other"]));
     let demo = DemoServer::start(config).await.unwrap();
     let service = service_with(&demo, "multi", |c| c.scope = Some("api".into()));
-    let client = standalone(ClientAccessTokenHandler::new(service.clone(), CLIENT));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service.clone(), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
 
     assert_eq!(claims_ok(&client, &demo).await.scope, "api");
     let other_scope = TokenRequestParameters {
@@ -611,7 +626,9 @@ async fn per_request_and_per_handler_scopes() {
     assert_eq!(demo.counters().token_requests, 2, "one token per scope");
 
     // A handler with fixed parameters: the cached `other` token is reused.
-    let fixed = ClientAccessTokenHandler::new(service, CLIENT).with_parameters(other_scope);
+    let fixed = ClientAccessTokenHandler::new(service, CLIENT)
+        .with_allowed_origin(&demo.api_base())
+        .with_parameters(other_scope);
     assert_eq!(fixed.parameters().scope.as_deref(), Some("other"));
     let fixed = standalone(fixed);
     assert_eq!(claims_ok(&fixed, &demo).await.scope, "other");
@@ -624,10 +641,13 @@ async fn per_request_parameters_are_renewed_on_401() {
     let config = DemoConfig::empty()
         .with_client(DemoClient::new("multi", "secret").with_scopes(["api", "other"]));
     let demo = DemoServer::start(config).await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_with(&demo, "multi", |c| c.scope = Some("api".into())),
-        CLIENT,
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(
+            service_with(&demo, "multi", |c| c.scope = Some("api".into())),
+            CLIENT,
+        )
+        .with_allowed_origin(&demo.api_base()),
+    );
     let other_scope = TokenRequestParameters {
         scope: Some("other".into()),
         ..Default::default()
@@ -651,32 +671,36 @@ async fn per_request_parameters_are_renewed_on_401() {
 #[tokio::test]
 async fn an_expired_token_is_replaced_before_it_is_sent() {
     // `m2m.short` tokens live 75 s; the service renews them after 37.5 s (half the lifetime, as it
-    // is shorter than twice the 60 s buffer).
+    // is shorter than twice the 60 s buffer) and never serves them past 70 s (the 5 s margin).
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let http = reqwest::Client::builder()
-        .pool_idle_timeout(None)
+    let mut options = AccessTokenManagementOptions::default();
+    options.client.clients.add(
+        CLIENT,
+        TokenClientOptions {
+            address: demo.token_endpoint(),
+            client_id: "m2m.short".into(),
+            client_secret: "secret".into(),
+            ..Default::default()
+        },
+    );
+    options.background_refresh = false;
+    let clock = Arc::new(ManualClock::new());
+    let service = AccessTokenManagementService::builder(options)
+        .clock(clock.clone())
         .build()
         .unwrap();
-    let client = reqwest_middleware::ClientBuilder::new(http)
-        .with(ClientAccessTokenHandler::new(
-            service_for(&demo, "m2m.short"),
-            CLIENT,
-        ))
-        .build();
+    let client = standalone(
+        ClientAccessTokenHandler::new(service, CLIENT).with_allowed_origin(&demo.api_base()),
+    );
 
     claims_ok(&client, &demo).await;
-
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(30)).await;
-    tokio::time::resume();
+    clock.advance(Duration::from_secs(30));
     claims_ok(&client, &demo).await;
     assert_eq!(demo.counters().token_requests, 1, "still cached at 30 s");
 
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(50)).await;
-    // Let the timers that came due in the jump run, as they would have while the time passed.
-    tokio::task::yield_now().await;
-    tokio::time::resume();
+    // The demo server's own clock has not moved: expire its token by hand, as 80 s would have.
+    demo.expire_all();
+    clock.advance(Duration::from_secs(50));
     let claims = claims_ok(&client, &demo).await;
     assert!(claims.expires_in > 70, "a new token: {claims:?}");
     let counters = demo.counters();
@@ -694,7 +718,8 @@ async fn an_expired_token_is_replaced_before_it_is_sent() {
 async fn debug_shows_the_client_name_only() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let service = service_for(&demo, "m2m");
-    let handler = ClientAccessTokenHandler::new(service.clone(), CLIENT);
+    let handler = ClientAccessTokenHandler::new(service.clone(), CLIENT)
+        .with_allowed_origin(&demo.api_base());
     let token = service
         .get_client_access_token(CLIENT, &TokenRequestParameters::default())
         .await
@@ -710,10 +735,10 @@ async fn debug_shows_the_client_name_only() {
 #[tokio::test]
 async fn an_unknown_token_client_fails_every_request_without_sending_it() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(ClientAccessTokenHandler::new(
-        service_for(&demo, "m2m"),
-        "nobody",
-    ));
+    let client = standalone(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), "nobody")
+            .with_allowed_origin(&demo.api_base()),
+    );
     let error = client.get(api(&demo, "test")).send().await.unwrap_err();
     let reqwest_middleware::Error::Middleware(source) = &error else {
         panic!("expected a middleware error: {error:?}");

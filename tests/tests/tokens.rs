@@ -2,11 +2,8 @@
 //!
 //! Run with `cargo test -p token-mgmt-tests --test tokens`.
 //!
-//! Time: tests that check cache expiry pause the tokio clock *between* network calls
-//! (`tokio::time::pause` / `advance` / `resume` on a current-thread runtime). Network calls run with
-//! the clock going, because a paused clock auto-advances to the next timer while the runtime waits on
-//! real sockets, which would fire the request timeout spuriously. The token server runs on its own
-//! thread and runtime, so pausing the test's clock never affects it. Nothing sleeps.
+//! Time: tests that check expiry give the service a [`ManualClock`] and advance it by hand; network
+//! calls run in real time (the token server runs on its own thread and runtime). Nothing sleeps.
 
 mod tokens {
     mod concurrency;
@@ -17,8 +14,10 @@ mod tokens {
     mod wire;
 }
 
+use std::sync::Arc;
+
 use token_mgmt::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, TokenClientOptions,
+    AccessTokenManagementOptions, AccessTokenManagementService, ManualClock, TokenClientOptions,
     TokenRequestParameters,
 };
 use token_mgmt_tests::token_server::TokenServer;
@@ -41,6 +40,18 @@ pub fn options_for(
 /// A service with one client `api` for `server`.
 pub fn service_for(server: &TokenServer) -> AccessTokenManagementService {
     AccessTokenManagementService::new(options_for(server, |_| {})).expect("valid options")
+}
+
+/// A service built from `options` whose time moves only when the returned clock is advanced.
+pub fn manual_service(
+    options: AccessTokenManagementOptions,
+) -> (AccessTokenManagementService, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    let service = AccessTokenManagementService::builder(options)
+        .clock(clock.clone())
+        .build()
+        .expect("valid options");
+    (service, clock)
 }
 
 /// The default request parameters.

@@ -33,8 +33,8 @@ use crate::di::{
 };
 use crate::http::{HttpClient, HttpClientFactory, HttpClientFactoryBuilder, HttpClientOptions};
 use crate::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, AccessTokenManagementServiceBuilder,
-    ClientAccessTokenCache, ClientAccessTokenHandler, Clock,
+    AccessTokenManagementOptions, AccessTokenManagementService,
+    AccessTokenManagementServiceBuilder, ClientAccessTokenCache, ClientAccessTokenHandler, Clock,
 };
 
 crate::inject_by_clone!(HttpClientFactory, AccessTokenManagementService);
@@ -173,7 +173,10 @@ struct TokenServiceParts {
 }
 
 impl TokenServiceParts {
-    fn apply(&self, mut builder: AccessTokenManagementServiceBuilder) -> AccessTokenManagementServiceBuilder {
+    fn apply(
+        &self,
+        mut builder: AccessTokenManagementServiceBuilder,
+    ) -> AccessTokenManagementServiceBuilder {
         if let Some(cache) = &self.cache {
             builder = builder.cache(Arc::clone(cache));
         }
@@ -207,7 +210,9 @@ impl AccessTokenManagementBuilder<'_> {
     /// Sends token requests with `client` (a custom CA, a proxy, a client certificate). It should not
     /// follow redirects.
     pub fn token_http_client(self, client: reqwest::Client) -> Self {
-        self.services.extension_mut::<TokenServiceParts>().http_client = Some(client);
+        self.services
+            .extension_mut::<TokenServiceParts>()
+            .http_client = Some(client);
         self
     }
 

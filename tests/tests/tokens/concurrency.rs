@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use token_mgmt::tokens::{ClientAccessToken, TokenError, TokenRequestParameters};
+use token_mgmt::tokens::{
+    AccessTokenManagementService, ClientAccessToken, TokenError, TokenRequestParameters,
+};
 use token_mgmt_tests::token_server::TokenServer;
 use tokio::sync::Barrier;
 
-use crate::{CLIENT, defaults, scoped, service_for};
+use crate::{CLIENT, defaults, options_for, scoped, service_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_callers_on_a_cold_cache_make_one_request() {
@@ -156,7 +159,9 @@ async fn errors_reach_every_waiter_and_are_not_cached() {
         "application/json",
         r#"{"error":"invalid_client","error_description":"unknown client"}"#,
     );
-    let service = service_for(&server);
+    let mut options = options_for(&server, |_| {});
+    options.failure_cooldown = Duration::ZERO; // the cool-down has tests of its own
+    let service = AccessTokenManagementService::new(options).unwrap();
     let waiters: Vec<_> = (0..50)
         .map(|_| {
             let service = service.clone();

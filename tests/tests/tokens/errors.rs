@@ -8,12 +8,37 @@ use std::time::Duration;
 use http::StatusCode;
 use token_mgmt::BoxError;
 use token_mgmt::tokens::{
-    AccessTokenManagementService, CacheKey, ClientAccessToken, ClientAccessTokenCache,
-    InMemoryClientAccessTokenCache, MAX_ERROR_DESCRIPTION_CHARS, TokenError,
+    AccessTokenManagementOptions, AccessTokenManagementService, CacheKey, ClientAccessToken,
+    ClientAccessTokenCache, InMemoryClientAccessTokenCache, MAX_ERROR_DESCRIPTION_CHARS,
+    RetryPolicy, TokenError,
 };
 use token_mgmt_tests::token_server::{Mode, TokenServer};
 
-use crate::{CLIENT, defaults, options_for, service_for};
+use crate::{CLIENT, defaults, options_for};
+
+/// A service for these tests of error mapping: one attempt per call and no cool-down, so that each
+/// call shows exactly one response's error (retries and the cool-down have tests of their own).
+fn service_for(server: &TokenServer) -> AccessTokenManagementService {
+    AccessTokenManagementService::new(single_attempt(options_for(server, |_| {}))).unwrap()
+}
+
+fn single_attempt(mut options: AccessTokenManagementOptions) -> AccessTokenManagementOptions {
+    options.retry = RetryPolicy::none();
+    options.failure_cooldown = Duration::ZERO;
+    options
+}
+
+/// The failure behind a transient error: the retry policy gave up and says why in its source.
+fn last_failure(error: &TokenError) -> &TokenError {
+    match error {
+        TokenError::Unavailable {
+            source,
+            attempts: 1,
+            ..
+        } => source,
+        other => panic!("expected a transient failure after one attempt: {other:?}"),
+    }
+}
 
 async fn get(service: &AccessTokenManagementService) -> Result<ClientAccessToken, TokenError> {
     service.get_client_access_token(CLIENT, &defaults()).await
@@ -106,9 +131,10 @@ async fn server_error_with_html_is_an_endpoint_error_without_oauth_fields() {
     );
     let service = service_for(&server);
     let error = get(&service).await.unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
     assert!(
         matches!(
-            &error,
+            last_failure(&error),
             TokenError::Endpoint { status, error: None, error_description: None, .. }
                 if *status == StatusCode::INTERNAL_SERVER_ERROR
         ),
@@ -174,7 +200,7 @@ async fn a_body_over_the_cap_is_rejected() {
 async fn an_endless_body_is_read_incrementally_and_stopped_at_the_cap() {
     let server = TokenServer::start();
     server.set_mode(Mode::Endless);
-    let mut options = options_for(&server, |_| {});
+    let mut options = single_attempt(options_for(&server, |_| {}));
     options.max_response_body_size = 64 * 1024;
     let service = AccessTokenManagementService::new(options).unwrap();
     let error = get(&service).await.unwrap_err();
@@ -186,14 +212,17 @@ async fn an_endless_body_is_read_incrementally_and_stopped_at_the_cap() {
 }
 
 /// The server hangs; the request is at the server (real clock), then the test's clock is paused and
-/// advanced past the timeout.
+/// advanced past the timeout (the service runs its requests on the test's runtime here).
 #[tokio::test]
 async fn a_hang_past_the_timeout_is_a_timeout() {
     let server = TokenServer::start();
     server.set_mode(Mode::Hang);
-    let mut options = options_for(&server, |_| {});
+    let mut options = single_attempt(options_for(&server, |_| {}));
     options.request_timeout = Duration::from_secs(5);
-    let service = AccessTokenManagementService::new(options).unwrap();
+    let service = AccessTokenManagementService::builder(options)
+        .runtime(tokio::runtime::Handle::current())
+        .build()
+        .unwrap();
 
     let call = {
         let service = service.clone();
@@ -204,7 +233,7 @@ async fn a_hang_past_the_timeout_is_a_timeout() {
     tokio::time::advance(Duration::from_secs(6)).await;
     let error = call.await.unwrap().unwrap_err();
     assert!(
-        matches!(&error, TokenError::Timeout { timeout, .. } if *timeout == Duration::from_secs(5)),
+        matches!(last_failure(&error), TokenError::Timeout { timeout, .. } if *timeout == Duration::from_secs(5)),
         "{error:?}"
     );
     assert_names_client_and_endpoint(&error, &server);
@@ -230,13 +259,14 @@ async fn connection_refused_is_a_transport_error() {
             ..Default::default()
         },
     );
-    let service = AccessTokenManagementService::new(options).unwrap();
+    let service = AccessTokenManagementService::new(single_attempt(options)).unwrap();
     let error = get(&service).await.unwrap_err();
+    let cause = last_failure(&error);
     assert!(
-        matches!(&error, TokenError::Transport { kind, .. } if *kind == "connection failed"),
+        matches!(cause, TokenError::Transport { kind, .. } if *kind == "connection failed"),
         "{error:?}"
     );
-    assert!(std::error::Error::source(&error).is_some());
+    assert!(std::error::Error::source(cause).is_some());
 
     let server = TokenServer::start_on(addr).expect("the port is free again");
     assert_names_client_and_endpoint(&error, &server);
@@ -269,18 +299,19 @@ impl ClientAccessTokenCache for BrokenCache {
 async fn a_failing_cache_is_a_miss_not_a_failure() {
     let server = TokenServer::start();
     let cache = Arc::new(BrokenCache::default());
-    let service = AccessTokenManagementService::builder(options_for(&server, |_| {}))
-        .cache(cache.clone())
-        .build()
-        .unwrap();
+    let service =
+        AccessTokenManagementService::builder(single_attempt(options_for(&server, |_| {})))
+            .cache(cache.clone())
+            .build()
+            .unwrap();
     assert_eq!(get(&service).await.unwrap().access_token(), "tok-1--");
     assert!(
         cache.calls.load(Ordering::SeqCst) >= 2,
         "read and write tried"
     );
-    // The service's own copy of the client's default token serves the next call.
-    assert_eq!(get(&service).await.unwrap().access_token(), "tok-1--");
-    assert_eq!(server.request_count(), 1);
+    // The service keeps no copy of its own: with the cache failing, the next call asks again.
+    assert_eq!(get(&service).await.unwrap().access_token(), "tok-2--");
+    assert_eq!(server.request_count(), 2);
     let error = service
         .delete_client_access_token(CLIENT, &defaults())
         .await
@@ -307,12 +338,13 @@ impl ClientAccessTokenCache for RemoteLikeCache {
 #[tokio::test]
 async fn a_cache_without_the_fast_path_is_used_through_get() {
     let server = TokenServer::start();
-    let service = AccessTokenManagementService::builder(options_for(&server, |_| {}))
-        .cache(Arc::new(RemoteLikeCache(
-            InMemoryClientAccessTokenCache::new(),
-        )))
-        .build()
-        .unwrap();
+    let service =
+        AccessTokenManagementService::builder(single_attempt(options_for(&server, |_| {})))
+            .cache(Arc::new(RemoteLikeCache(
+                InMemoryClientAccessTokenCache::new(),
+            )))
+            .build()
+            .unwrap();
     let first = get(&service).await.unwrap();
     assert!(get(&service).await.unwrap().ptr_eq(&first));
     assert_eq!(server.request_count(), 1);

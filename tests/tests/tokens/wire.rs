@@ -196,7 +196,11 @@ async fn expires_in_as_a_numeric_string_is_accepted() {
         .await
         .unwrap();
     assert_eq!(
-        token.expires_at().unwrap() - token.refresh_at().unwrap(),
+        token
+            .expires_at()
+            .unwrap()
+            .duration_since(token.refresh_at().unwrap())
+            .unwrap(),
         Duration::from_secs(60)
     );
 }
@@ -213,13 +217,34 @@ async fn the_authorization_header_normalises_the_scheme() {
     assert_eq!(token.token_type(), "Bearer");
     assert_eq!(token.authorization_header(), "Bearer tok-1--");
     assert!(token.authorization_header().is_sensitive());
+}
 
-    server.set_token_type("dpop");
+/// RFC 6749 section 7.1: a token of a type the client does not understand is not used (nor cached).
+#[tokio::test]
+async fn an_unknown_token_type_is_a_typed_error_and_not_cached() {
+    let server = TokenServer::start();
+    server.set_token_type("mac");
+    let mut options = options_for(&server, |_| {});
+    options.failure_cooldown = Duration::ZERO;
+    let service = AccessTokenManagementService::new(options).unwrap();
+    for expected_requests in 1..=2 {
+        let error = service
+            .get_client_access_token(CLIENT, &defaults())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, TokenError::UnsupportedTokenType { token_type, .. } if token_type == "mac"),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("`mac`"), "{error}");
+        assert_eq!(server.request_count(), expected_requests, "never cached");
+    }
+    server.set_token_type("Bearer");
     let token = service
-        .get_client_access_token(CLIENT, &TokenRequestParameters::force_renewal())
+        .get_client_access_token(CLIENT, &defaults())
         .await
         .unwrap();
-    assert_eq!(token.authorization_header(), "DPoP tok-2--");
+    assert_eq!(token.authorization_header(), "Bearer tok-3--");
 }
 
 #[tokio::test]

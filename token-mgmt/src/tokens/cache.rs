@@ -317,7 +317,10 @@ mod tests {
 
     #[test]
     fn keys_are_unambiguous() {
-        assert_ne!(key(Some("a&resource=b"), &[], &[]), key(Some("a"), &["b"], &[]));
+        assert_ne!(
+            key(Some("a&resource=b"), &[], &[]),
+            key(Some("a"), &["b"], &[])
+        );
         assert_ne!(key(None, &[], &[]), key(Some(""), &[], &[]));
         assert_ne!(key(None, &[], &[("scope", "x")]), key(Some("x"), &[], &[]));
         let g = CacheKey::for_request("p:", "c&scope=x", "f", None, &[], &[]);
@@ -348,7 +351,10 @@ mod tests {
         let cache = InMemoryClientAccessTokenCache::with_max_entries(16);
         for i in 0..1000 {
             let token = ClientAccessToken::new(format!("t{i}"), None, None, None, None).unwrap();
-            cache.set(&CacheKey::new(format!("k{i}")), token).await.unwrap();
+            cache
+                .set(&CacheKey::new(format!("k{i}")), token)
+                .await
+                .unwrap();
             assert!(cache.len() <= 16);
         }
         assert!(cache.get_cached(&CacheKey::new("k999")).is_some());

@@ -139,8 +139,12 @@ impl ManualClock {
     /// Moves the clock forward by `duration`, waking every sleep that is then due.
     pub fn advance(&self, duration: Duration) {
         let step = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        let now = self.nanos.fetch_add(step, Ordering::AcqRel).saturating_add(step);
-        self.changed.send_modify(|latest| *latest = (*latest).max(now));
+        let now = self
+            .nanos
+            .fetch_add(step, Ordering::AcqRel)
+            .saturating_add(step);
+        self.changed
+            .send_modify(|latest| *latest = (*latest).max(now));
     }
 }
 

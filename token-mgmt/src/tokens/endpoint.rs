@@ -372,7 +372,10 @@ mod tests {
             Some(Duration::from_secs(120))
         );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(5));
-        assert_eq!(parse_retry_after(&header(&earlier), now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(&header(&earlier), now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after(&header("soon"), now), None);
     }
 

@@ -303,12 +303,15 @@ fn unforced(parameters: &TokenRequestParameters) -> Cow<'_, TokenRequestParamete
     }
 }
 
-
 impl ClientAccessTokenHandler {
     /// Refuses a request to an origin tokens may not go to.
     fn check_origin(&self, url: &Url) -> Result<(), ForeignOriginError> {
         let origin = url.origin();
-        if self.allowed_origins.iter().any(|allowed| *allowed == origin) {
+        if self
+            .allowed_origins
+            .iter()
+            .any(|allowed| *allowed == origin)
+        {
             return Ok(());
         }
         let allowed: Vec<String> = self
@@ -362,7 +365,9 @@ fn error_parameter(challenge: &str) -> Option<String> {
             }
             c if c.is_ascii_alphabetic() => {
                 let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || b"_-.".contains(&bytes[i])) {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || b"_-.".contains(&bytes[i]))
+                {
                     i += 1;
                 }
                 let name = &challenge[start..i];
@@ -481,6 +486,9 @@ mod tests {
         );
         assert_eq!(error(r#"Bearer realm="error=\"x\"""#), None);
         assert_eq!(error("Bearer"), None);
-        assert_eq!(error(r#"Bearer ERROR = "invalid_token""#), Some("invalid_token".into()));
+        assert_eq!(
+            error(r#"Bearer ERROR = "invalid_token""#),
+            Some("invalid_token".into())
+        );
     }
 }

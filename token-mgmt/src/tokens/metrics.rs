@@ -39,7 +39,8 @@ pub(crate) fn count(name: &'static str, client: &str) {
 
 pub(crate) fn token_request(client: &str, success: bool, took: Duration) {
     let outcome = if success { "success" } else { "error" };
-    counter!(names::TOKEN_REQUESTS, "client" => client.to_owned(), "outcome" => outcome).increment(1);
+    counter!(names::TOKEN_REQUESTS, "client" => client.to_owned(), "outcome" => outcome)
+        .increment(1);
     histogram!(names::TOKEN_REQUEST_DURATION, "client" => client.to_owned())
         .record(took.as_secs_f64());
 }

@@ -33,8 +33,8 @@ mod clock;
 mod endpoint;
 mod error;
 mod handler;
-mod options;
 mod metrics;
+mod options;
 mod refresh;
 mod retry;
 mod service;
@@ -45,10 +45,9 @@ pub use cache::{
     PrecomputedHashBuilder, PrecomputedHasher, client_fingerprint,
 };
 pub use clock::{Clock, ManualClock, Sleep, Stamp, SystemClock};
-pub use metrics::names as metric_names;
-pub use retry::RetryPolicy;
 pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
+pub use metrics::names as metric_names;
 pub use options::{
     AccessTokenManagementOptions, ClientCredentialStyle, ClientOptions, ClientSecret,
     DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_EXPIRY_SAFETY_MARGIN,
@@ -56,5 +55,6 @@ pub use options::{
     DEFAULT_REQUEST_TIMEOUT, RESERVED_PARAMETERS, TokenClientOptions, TokenClients,
     TokenRequestParameters, UnauthorizedRenewal, is_reserved,
 };
+pub use retry::RetryPolicy;
 pub use service::{AccessTokenManagementService, AccessTokenManagementServiceBuilder};
 pub use token::{ClientAccessToken, InvalidToken, StoredClientAccessToken};

@@ -38,7 +38,12 @@ struct Scheduled {
 
 impl RenewalScheduler {
     /// Renews `token` (just stored under `request.key`) at its refresh time, unless it went unused.
-    pub(crate) fn schedule(&self, inner: &Arc<Inner>, request: &Request, token: &ClientAccessToken) {
+    pub(crate) fn schedule(
+        &self,
+        inner: &Arc<Inner>,
+        request: &Request,
+        token: &ClientAccessToken,
+    ) {
         let Some(deadlines) = token.deadlines() else {
             return;
         };

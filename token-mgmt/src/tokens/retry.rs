@@ -92,10 +92,14 @@ mod tests {
             ..RetryPolicy::default()
         };
         for attempt in 1..10 {
-            let ceiling = (Duration::from_millis(200) * (1 << (attempt - 1))).min(policy.max_backoff);
+            let ceiling =
+                (Duration::from_millis(200) * (1 << (attempt - 1))).min(policy.max_backoff);
             for _ in 0..100 {
                 let delay = policy.delay_after(attempt, Duration::ZERO, None).unwrap();
-                assert!(delay <= ceiling, "attempt {attempt}: {delay:?} > {ceiling:?}");
+                assert!(
+                    delay <= ceiling,
+                    "attempt {attempt}: {delay:?} > {ceiling:?}"
+                );
             }
         }
         assert_eq!(policy.delay_after(10, Duration::ZERO, None), None);
@@ -115,6 +119,9 @@ mod tests {
             None,
             "past max_elapsed"
         );
-        assert_eq!(RetryPolicy::none().delay_after(1, Duration::ZERO, None), None);
+        assert_eq!(
+            RetryPolicy::none().delay_after(1, Duration::ZERO, None),
+            None
+        );
     }
 }

@@ -260,8 +260,12 @@ impl AccessTokenManagementServiceBuilder {
                     resources: client_options.resources.clone(),
                     parameters: client_options.parameters.clone(),
                 };
-                let default_key =
-                    key_for(&options.cache_key_prefix, name, &fingerprint, &default_shape);
+                let default_key = key_for(
+                    &options.cache_key_prefix,
+                    name,
+                    &fingerprint,
+                    &default_shape,
+                );
                 Arc::new(ClientState {
                     endpoint,
                     fingerprint,
@@ -573,7 +577,12 @@ impl Inner {
     }
 
     /// A due token is served at once; its renewal starts in the background.
-    fn serve_due(self: &Arc<Self>, request: &Request, token: ClientAccessToken, now: Stamp) -> ClientAccessToken {
+    fn serve_due(
+        self: &Arc<Self>,
+        request: &Request,
+        token: ClientAccessToken,
+        now: Stamp,
+    ) -> ClientAccessToken {
         token.touch(now);
         request.client.hits.increment(1);
         if let Started::Nothing { failing: true } = self.start(request, Mode::Background) {
@@ -664,9 +673,9 @@ impl Inner {
                 if let Some(flight) = state.flight.as_ref().filter(|f| f.forced) {
                     return Started::Wait(flight.result.clone());
                 }
-                let recent = state.last_forced.is_some_and(|at| {
-                    now < at.saturating_add(self.policy.min_forced_interval)
-                });
+                let recent = state
+                    .last_forced
+                    .is_some_and(|at| now < at.saturating_add(self.policy.min_forced_interval));
                 if recent {
                     return Started::RateLimited;
                 }
@@ -811,7 +820,8 @@ impl Inner {
     ) -> Result<ClientAccessToken, TokenError> {
         let times = match response.expires_in {
             Some(lifetime) => {
-                let renew_after = lifetime.saturating_sub(effective_buffer(lifetime, self.policy.buffer));
+                let renew_after =
+                    lifetime.saturating_sub(effective_buffer(lifetime, self.policy.buffer));
                 let refresh = sent.saturating_add(renew_after);
                 let expiry = sent
                     .saturating_add(lifetime)
@@ -898,7 +908,8 @@ impl Inner {
                 }
             }
         }
-        self.keys.remove_if(&request.key, |_, state| self.is_idle(state, now));
+        self.keys
+            .remove_if(&request.key, |_, state| self.is_idle(state, now));
         self.sweep_if_large(now);
     }
 
@@ -906,9 +917,9 @@ impl Inner {
     fn is_idle(&self, state: &KeyState, now: Stamp) -> bool {
         state.running == 0
             && state.failure.as_ref().is_none_or(|f| now >= f.until)
-            && state.last_forced.is_none_or(|at| {
-                now >= at.saturating_add(self.policy.min_forced_interval)
-            })
+            && state
+                .last_forced
+                .is_none_or(|at| now >= at.saturating_add(self.policy.min_forced_interval))
     }
 
     /// Keeps the in-flight map bounded under a flood of distinct keys (amortised O(1)).

@@ -1,8 +1,8 @@
 //! The access token handed to callers, and its storable form.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
@@ -283,7 +283,9 @@ impl ClientAccessToken {
     pub(crate) fn touch(&self, now: Stamp) {
         let last = self.inner.last_used.load(Ordering::Relaxed);
         if now.as_nanos().saturating_sub(last) > LAST_USED_RESOLUTION.as_nanos() as u64 {
-            self.inner.last_used.store(now.as_nanos(), Ordering::Relaxed);
+            self.inner
+                .last_used
+                .store(now.as_nanos(), Ordering::Relaxed);
         }
     }
 
@@ -434,9 +436,13 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(t.freshness_at(clock.now()), Freshness::Expired, "unanchored");
+        assert_eq!(
+            t.freshness_at(clock.now()),
+            Freshness::Expired,
+            "unanchored"
+        );
         let t = t.anchored(&clock, Duration::from_secs(5));
-        let at = |s| Stamp::from_nanos(s * 1_000_000_000);
+        let at = |s: u64| Stamp::from_nanos(s * 1_000_000_000);
         assert_eq!(t.freshness_at(at(129)), Freshness::Fresh);
         assert_eq!(t.freshness_at(at(130)), Freshness::Due);
         assert_eq!(t.freshness_at(at(154)), Freshness::Due);
