@@ -119,9 +119,10 @@ impl ServiceCollection {
 
     /// Registers a factory for the singleton `T`, called once, on first resolution (even when many
     /// threads resolve it at the same time). An error is returned to that caller and the next
-    /// resolution tries again.
+    /// resolution (or one that was waiting for it) tries again.
     ///
-    /// The factory's dependencies are not known to `build()`; prefer
+    /// The factory's dependencies are not known to `build()`, which can then neither report them
+    /// missing nor reject a cycle through them (see [`ServiceProvider`]'s notes on cycles); prefer
     /// [`add_singleton_with`](Self::add_singleton_with), which declares them.
     pub fn add_singleton_factory<T, F>(&mut self, f: F) -> &mut Self
     where

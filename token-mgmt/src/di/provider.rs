@@ -2,7 +2,8 @@ use std::any::{Any, TypeId, type_name};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{self, ThreadId};
 
 use super::ResolveError;
 use super::collection::Extensions;
@@ -34,9 +35,6 @@ enum Service {
     Singleton {
         type_name: &'static str,
         cell: OnceLock<Erased>,
-        /// Held while this singleton's factory runs, so it runs at most once at a time; other
-        /// singletons (and threads resolving them) are not affected.
-        constructing: Mutex<()>,
         factory: Factory,
     },
     Transient {
@@ -58,6 +56,7 @@ impl Service {
 struct Inner {
     services: HashMap<TypeId, Service>,
     extensions: Extensions,
+    constructions: Constructions,
 }
 
 /// The built container: resolves services by type. Cheap to clone (an `Arc` inside).
@@ -67,18 +66,20 @@ struct Inner {
 /// # Singletons
 ///
 /// A singleton's factory runs at most once, on first resolution, however many threads resolve it
-/// at the same time; a failed factory is not cached, the next resolution calls it again. Each
-/// singleton has its own once-cell and lock: a thread waits only while *that* singleton is being
-/// built by another thread, and resolving an already-built singleton takes no lock. So a factory
-/// may resolve its dependencies on other threads (spawn and join, rayon, a blocking call into a
-/// spawned task).
+/// at the same time; a failed factory is not cached, the next resolution calls it again. Resolving
+/// a built singleton takes no lock (a once-cell per registration). No lock is held while a factory
+/// runs: a thread waits only while *the singleton it asked for* is being built by another thread.
+/// So a factory may resolve its dependencies on other threads (spawn and join, rayon, a blocking
+/// call into a spawned task), and a slow factory delays only the callers that need its service.
 ///
 /// A factory that resolves *itself*, directly or through other factories, is a cycle. `build()`
 /// rejects cycles between declared dependencies ([`add_singleton_with`], `#[derive(Worker)]`).
-/// For undeclared ones (a factory calling [`get_required`](Self::get_required)), a cycle on one
-/// thread is detected when it happens and returned as [`ResolveError::Cycle`]; a cycle that goes
-/// through another thread the factory waits for cannot be seen and blocks both threads, so declare
-/// the dependencies of factories that resolve on other threads.
+/// Undeclared ones (a factory calling [`get_required`](Self::get_required)) are found when they
+/// happen and returned as [`ResolveError::Cycle`] instead of waiting forever: on one thread, and
+/// across threads that resolve each other's singletons. A cycle that passes through a thread the
+/// factory waits for by other means (joining a thread that resolves the singleton being built) is
+/// invisible to the container and blocks both threads: declare the dependencies of factories that
+/// resolve on other threads, so `build()` rejects such cycles.
 ///
 /// A singleton that keeps a clone of the provider keeps the whole container alive: that is the
 /// intended lifetime of an application's root container.
@@ -131,7 +132,6 @@ impl ServiceProvider {
                     Lifetime::Singleton(factory) => Service::Singleton {
                         type_name,
                         cell: OnceLock::new(),
-                        constructing: Mutex::new(()),
                         factory,
                     },
                     Lifetime::Transient(factory) => Service::Transient { type_name, factory },
@@ -143,6 +143,7 @@ impl ServiceProvider {
             inner: Arc::new(Inner {
                 services,
                 extensions,
+                constructions: Constructions::default(),
             }),
         }
     }
@@ -181,22 +182,19 @@ impl ServiceProvider {
             Service::Singleton {
                 type_name,
                 cell,
-                constructing,
                 factory,
             } => {
                 if let Some(value) = cell.get() {
                     return Ok(downcast::<T>(value));
                 }
-                // Checked before taking the lock: on this thread, waiting for it would never end.
+                // Checked first: on this thread, waiting for its own construction would never end.
                 let _resolving = self.enter(id, type_name)?;
-                let _constructing = constructing
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if let Some(value) = cell.get() {
-                    return Ok(downcast::<T>(value));
-                }
+                let Some(_claim) = self.inner.constructions.claim(self.id(), id, type_name, cell)? else {
+                    // Another thread built it while this one waited.
+                    return Ok(downcast::<T>(cell.get().expect("set before its claim ends")));
+                };
                 let value = self.call(type_name, factory)?;
-                // The lock is held, so no other thread has set the cell since the check above.
+                // Set before the claim is released (when `_claim` drops), so waiters find it.
                 Ok(downcast::<T>(cell.get_or_init(|| value)))
             }
             Service::Transient { type_name, factory } => {
@@ -267,4 +265,108 @@ fn current_requester(provider: usize) -> Option<&'static str> {
             .find(|(p, _, _)| *p == provider)
             .map(|(_, _, n)| *n)
     })
+}
+
+/// Which singletons are being built, by which thread, and which threads wait for which: the
+/// bookkeeping that builds each singleton at most once and finds a cycle between factories
+/// resolving each other on different threads (which would otherwise wait for each other forever).
+///
+/// Its lock is only held to read and update these maps, never while a factory runs; a thread waits
+/// only for the singleton it asked for.
+#[derive(Default)]
+struct Constructions {
+    state: Mutex<ConstructionState>,
+    /// Notified whenever a construction ends (built or failed).
+    ended: Condvar,
+}
+
+#[derive(Default)]
+struct ConstructionState {
+    /// Singletons whose factory is running, with the thread running it and the type's name.
+    building: HashMap<TypeId, (ThreadId, &'static str)>,
+    /// Threads waiting for a singleton that another thread is building.
+    waiting: HashMap<ThreadId, TypeId>,
+}
+
+/// The right to run a singleton's factory; released (and waiters woken) on drop.
+struct Claim<'a> {
+    constructions: &'a Constructions,
+    id: TypeId,
+}
+
+impl Constructions {
+    fn lock(&self) -> MutexGuard<'_, ConstructionState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Claims the construction of singleton `id`, waiting while another thread builds it: `None`
+    /// once it is built, or the cycle if that thread is (through others) waiting for this one.
+    fn claim(
+        &self,
+        provider: usize,
+        id: TypeId,
+        name: &'static str,
+        cell: &OnceLock<Erased>,
+    ) -> Result<Option<Claim<'_>>, ResolveError> {
+        let me = thread::current().id();
+        let mut state = self.lock();
+        loop {
+            // Checked under the lock, and the cell is set before a claim ends: no missed wake-up.
+            if cell.get().is_some() {
+                return Ok(None);
+            }
+            let Some(&(owner, _)) = state.building.get(&id) else {
+                state.building.insert(id, (me, name));
+                return Ok(Some(Claim {
+                    constructions: self,
+                    id,
+                }));
+            };
+            if let Some(path) = state.cycle(provider, me, owner) {
+                return Err(ResolveError::Cycle { path });
+            }
+            state.waiting.insert(me, id);
+            state = self.ended.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state.waiting.remove(&me);
+        }
+    }
+}
+
+impl ConstructionState {
+    /// Whether thread `me`, about to wait for a singleton being built by `owner`, would wait for
+    /// itself: `owner` waits for a singleton whose builder waits ... for one that `me` is building.
+    /// Returns the cycle in dependency order, first type repeated at the end.
+    fn cycle(&self, provider: usize, me: ThreadId, owner: ThreadId) -> Option<Vec<&'static str>> {
+        let mut chain = Vec::new();
+        let mut thread = owner;
+        // Each wait was checked when it began, so the chain ends; the bound is only a safeguard.
+        for _ in 0..=self.waiting.len() {
+            let next = *self.waiting.get(&thread)?;
+            let (builder, name) = *self.building.get(&next)?;
+            chain.push(name);
+            if builder == me {
+                // `me` is building `next` and, further in, wants the singleton `owner` builds: its
+                // resolution stack from `next` on (ending with that singleton) closes the cycle.
+                return Some(RESOLVING.with(|stack| {
+                    let stack = stack.borrow();
+                    let mine: Vec<_> = stack.iter().filter(|(p, _, _)| *p == provider).collect();
+                    let from = mine.iter().position(|(_, t, _)| *t == next).unwrap_or(0);
+                    mine[from..]
+                        .iter()
+                        .map(|(_, _, n)| *n)
+                        .chain(chain.iter().copied())
+                        .collect()
+                }));
+            }
+            thread = builder;
+        }
+        None
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.constructions.lock().building.remove(&self.id);
+        self.constructions.ended.notify_all();
+    }
 }
