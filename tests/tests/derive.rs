@@ -98,7 +98,10 @@ fn a_missing_field_service_names_the_field_the_type_and_the_worker() {
         "{text}"
     );
     let cause = std::error::Error::source(&error).unwrap().to_string();
-    assert!(cause.contains("Settings") && cause.starts_with("no service"), "{cause}");
+    assert!(
+        cause.contains("Settings") && cause.starts_with("no service"),
+        "{cause}"
+    );
 }
 
 /// Stands in for the HTTP client: resolved by name through the `NamedService` hook.
@@ -165,7 +168,10 @@ fn named_clients_go_through_the_named_service_hook() {
             .map(ToString::to_string)
             .collect();
     assert_eq!(chain.len(), 3, "{chain:?}");
-    assert!(chain[0].contains("`unknown`") && !chain[0].contains("named"), "{chain:?}");
+    assert!(
+        chain[0].contains("`unknown`") && !chain[0].contains("named"),
+        "{chain:?}"
+    );
     assert!(chain[1].contains("named \"unknown\""), "{chain:?}");
     assert!(!chain[1].contains("no such client"), "{chain:?}");
     assert_eq!(chain[2], "no such client");

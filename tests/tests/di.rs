@@ -45,7 +45,10 @@ fn singleton_value_and_factory_resolve() {
     let first = provider.get_required::<NeedsAB>().unwrap();
     let second = provider.get_required::<NeedsAB>().unwrap();
     assert!(Arc::ptr_eq(&first, &second), "a singleton is one instance");
-    assert!(Arc::ptr_eq(&first.a, &provider.get::<A>().unwrap().unwrap()));
+    assert!(Arc::ptr_eq(
+        &first.a,
+        &provider.get::<A>().unwrap().unwrap()
+    ));
 }
 
 #[test]
@@ -94,8 +97,13 @@ fn missing_service_error_names_the_type_and_the_requester() {
     // The message says what failed, `source()` why: the cause is not repeated.
     let text = error.to_string();
     assert!(text.contains("di::C") && !text.contains("di::A"), "{text}");
-    let cause = std::error::Error::source(&error).expect("the cause").to_string();
-    assert!(cause.contains("di::A") && cause.contains("di::C"), "{cause}");
+    let cause = std::error::Error::source(&error)
+        .expect("the cause")
+        .to_string();
+    assert!(
+        cause.contains("di::A") && cause.contains("di::C"),
+        "{cause}"
+    );
 }
 
 #[test]
@@ -333,7 +341,10 @@ fn a_failed_singleton_factory_is_retried() {
     });
     let provider = services.build().unwrap();
     let error = provider.get_required::<A>().unwrap_err();
-    assert!(!error.to_string().contains("first attempt fails"), "{error}");
+    assert!(
+        !error.to_string().contains("first attempt fails"),
+        "{error}"
+    );
     assert_eq!(
         std::error::Error::source(&error).unwrap().to_string(),
         "first attempt fails"
@@ -450,7 +461,10 @@ fn a_singleton_factory_can_resolve_its_dependency_on_another_thread() {
     let provider = services.build().unwrap();
     let resolver = provider.clone();
     let needs = within_deadline(move || resolver.get_required::<NeedsA>()).unwrap();
-    assert!(Arc::ptr_eq(&needs.0, &provider.get_required::<A>().unwrap()));
+    assert!(Arc::ptr_eq(
+        &needs.0,
+        &provider.get_required::<A>().unwrap()
+    ));
 }
 
 #[test]
@@ -478,7 +492,10 @@ fn a_singleton_factory_can_block_on_a_spawned_task_that_resolves_its_dependency(
             .unwrap()
     })
     .unwrap();
-    assert!(Arc::ptr_eq(&needs.0, &provider.get_required::<A>().unwrap()));
+    assert!(Arc::ptr_eq(
+        &needs.0,
+        &provider.get_required::<A>().unwrap()
+    ));
 }
 
 /// A service registered as a trait object, depending on the others.
@@ -570,7 +587,11 @@ fn each_singleton_is_built_once_when_100_threads_resolve_a_graph_of_them() {
             .map(|(_, p)| *p)
             .collect();
         same.dedup();
-        assert_eq!(same.len(), 1, "service {kind}: one instance for every thread");
+        assert_eq!(
+            same.len(),
+            1,
+            "service {kind}: one instance for every thread"
+        );
     }
 }
 
@@ -621,16 +642,19 @@ fn a_cycle_through_a_trait_object_service_is_reported_by_build() {
     services.add_singleton_arc_with::<dyn Describe, _, _>(|all: Arc<NeedsAB>| {
         Ok(Arc::new(Described(all)))
     });
-    services.add_singleton_with(|(_, a, b): (Arc<dyn Describe>, Arc<A>, Arc<B>)| {
-        Ok(NeedsAB { a, b })
-    });
+    services
+        .add_singleton_with(|(_, a, b): (Arc<dyn Describe>, Arc<A>, Arc<B>)| Ok(NeedsAB { a, b }));
     services.add_singleton(A).add_singleton(B);
     let error = services.build().unwrap_err();
     let [BuildProblem::Cycle { path }] = error.problems() else {
         panic!("expected one cycle: {error}");
     };
     assert_eq!(path.len(), 3, "{path:?}");
-    assert!(path.iter().any(|p| p.contains("dyn") && p.ends_with("Describe")), "{path:?}");
+    assert!(
+        path.iter()
+            .any(|p| p.contains("dyn") && p.ends_with("Describe")),
+        "{path:?}"
+    );
     assert!(path.iter().any(|p| p.ends_with("::NeedsAB")), "{path:?}");
 }
 

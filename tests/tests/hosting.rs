@@ -378,7 +378,10 @@ fn configuration_errors_and_duplicate_workers_are_reported_by_build() {
         printed.contains("configuration failed in configure_services: number too large"),
         "{printed}"
     );
-    assert!(!printed.contains("BuildError {") && !printed.contains("Build("), "{printed}");
+    assert!(
+        !printed.contains("BuildError {") && !printed.contains("Build("),
+        "{printed}"
+    );
 }
 
 /// An error whose `Debug` differs from its `Display`, like one that carries a backtrace.

@@ -129,7 +129,10 @@ impl ServiceCollection {
         T: Send + Sync + 'static,
         F: Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static,
     {
-        self.register::<T>(Lifetime::Singleton(erase(move |p| f(p).map(Arc::new))), Vec::new())
+        self.register::<T>(
+            Lifetime::Singleton(erase(move |p| f(p).map(Arc::new))),
+            Vec::new(),
+        )
     }
 
     /// Registers a factory for the singleton `T` that takes its dependencies as an argument
@@ -188,7 +191,10 @@ impl ServiceCollection {
         T: Send + Sync + 'static,
         F: Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static,
     {
-        self.register::<T>(Lifetime::Transient(erase(move |p| f(p).map(Arc::new))), Vec::new())
+        self.register::<T>(
+            Lifetime::Transient(erase(move |p| f(p).map(Arc::new))),
+            Vec::new(),
+        )
     }
 
     /// Like [`add_transient`](Self::add_transient), with dependencies declared as in
@@ -382,7 +388,9 @@ where
 }
 
 /// A factory taking its declared dependencies `D` as a factory taking the provider.
-fn with_deps<T, D, F>(f: F) -> impl Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static
+fn with_deps<T, D, F>(
+    f: F,
+) -> impl Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static
 where
     D: FromProvider + 'static,
     F: Fn(D) -> Result<T, BoxError> + Send + Sync + 'static,

@@ -92,7 +92,12 @@ pub struct ServiceProvider {
 
 impl fmt::Debug for ServiceProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut names: Vec<&str> = self.inner.services.values().map(Service::type_name).collect();
+        let mut names: Vec<&str> = self
+            .inner
+            .services
+            .values()
+            .map(Service::type_name)
+            .collect();
         names.sort_unstable();
         f.debug_struct("ServiceProvider")
             .field("services", &names)
@@ -153,9 +158,7 @@ impl ServiceProvider {
     }
 
     /// The service `T`: `Ok(None)` when it is not registered, an error when its factory failed.
-    pub fn get<T: ?Sized + Send + Sync + 'static>(
-        &self,
-    ) -> Result<Option<Arc<T>>, ResolveError> {
+    pub fn get<T: ?Sized + Send + Sync + 'static>(&self) -> Result<Option<Arc<T>>, ResolveError> {
         if !self.contains::<T>() {
             return Ok(None);
         }
@@ -189,9 +192,15 @@ impl ServiceProvider {
                 }
                 // Checked first: on this thread, waiting for its own construction would never end.
                 let _resolving = self.enter(id, type_name)?;
-                let Some(_claim) = self.inner.constructions.claim(self.id(), id, type_name, cell)? else {
+                let Some(_claim) =
+                    self.inner
+                        .constructions
+                        .claim(self.id(), id, type_name, cell)?
+                else {
                     // Another thread built it while this one waited.
-                    return Ok(downcast::<T>(cell.get().expect("set before its claim ends")));
+                    return Ok(downcast::<T>(
+                        cell.get().expect("set before its claim ends"),
+                    ));
                 };
                 let value = self.call(type_name, factory)?;
                 // Set before the claim is released (when `_claim` drops), so waiters find it.
@@ -326,7 +335,10 @@ impl Constructions {
                 return Err(ResolveError::Cycle { path });
             }
             state.waiting.insert(me, id);
-            state = self.ended.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .ended
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
             state.waiting.remove(&me);
         }
     }

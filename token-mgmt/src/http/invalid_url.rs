@@ -51,8 +51,8 @@ impl Middleware for RejectInvalidUrl {
             path: PLACEHOLDER_URL.to_string(),
             reason: InvalidUrlReason::Parse(url::ParseError::EmptyHost),
         });
-        Err(reqwest_middleware::Error::middleware(HttpError::invalid_url(
-            client, &path, reason,
-        )))
+        Err(reqwest_middleware::Error::middleware(
+            HttpError::invalid_url(client, &path, reason),
+        ))
     }
 }
