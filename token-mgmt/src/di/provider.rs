@@ -71,6 +71,8 @@ struct Inner {
 /// runs: a thread waits only while *the singleton it asked for* is being built by another thread.
 /// So a factory may resolve its dependencies on other threads (spawn and join, rayon, a blocking
 /// call into a spawned task), and a slow factory delays only the callers that need its service.
+/// Resolution is synchronous, so that wait blocks the calling thread: in async code, resolve what
+/// a worker needs when it is constructed (as `#[derive(Worker)]` does), not on every request.
 ///
 /// A factory that resolves *itself*, directly or through other factories, is a cycle. `build()`
 /// rejects cycles between declared dependencies ([`add_singleton_with`], `#[derive(Worker)]`).
