@@ -49,7 +49,7 @@ fn fields_are_resolved_by_type_and_defaulted() {
     assert_eq!(worker.settings.interval_secs, 5);
     assert!(Arc::ptr_eq(
         &worker.settings,
-        &provider.get::<Settings>().unwrap()
+        &provider.get::<Settings>().unwrap().unwrap()
     ));
     assert_eq!(worker.handle, Handle("shared".into()));
     assert!(worker.provider.contains::<Settings>());
@@ -91,10 +91,16 @@ fn a_missing_field_service_names_the_field_the_type_and_the_worker() {
         }
         other => panic!("expected a field error, got {other:?}"),
     }
+    // What failed (the field), then why (the missing service) as the source, not repeated.
     let text = error.to_string();
     assert!(
-        text.contains("`settings`") && text.contains("Settings") && text.contains("Full"),
+        text.contains("`settings`") && text.contains("Full") && !text.contains("Settings"),
         "{text}"
+    );
+    let cause = std::error::Error::source(&error).unwrap().to_string();
+    assert!(
+        cause.contains("Settings") && cause.starts_with("no service"),
+        "{cause}"
     );
 }
 
@@ -155,6 +161,83 @@ fn named_clients_go_through_the_named_service_hook() {
         "{error:?}"
     );
     assert_eq!(UsesClients::dependencies().len(), 2);
+
+    // Each level says what failed; the next `source()` says why; no message repeats its cause.
+    let chain: Vec<String> =
+        std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(chain.len(), 3, "{chain:?}");
+    assert!(
+        chain[0].contains("`unknown`") && !chain[0].contains("named"),
+        "{chain:?}"
+    );
+    assert!(chain[1].contains("named \"unknown\""), "{chain:?}");
+    assert!(!chain[1].contains("no such client"), "{chain:?}");
+    assert_eq!(chain[2], "no such client");
+    assert_eq!(
+        token_mgmt::hosting::error_chain(&error).to_string(),
+        chain.join(": ")
+    );
+}
+
+/// A service registered as a trait object.
+trait Greeter: Send + Sync {
+    fn greet(&self) -> String;
+}
+
+struct Polite {
+    settings: Arc<Settings>,
+}
+
+impl Greeter for Polite {
+    fn greet(&self) -> String {
+        format!("hello every {} s", self.settings.interval_secs)
+    }
+}
+
+#[derive(Worker)]
+struct Greets {
+    greeter: Arc<dyn Greeter>,
+    maybe: Option<Arc<dyn Greeter>>,
+}
+
+#[test]
+fn a_trait_object_service_is_registered_and_injected() {
+    let mut services = ServiceCollection::new();
+    services.add_singleton(Settings { interval_secs: 7 });
+    services.add_singleton_arc_with::<dyn Greeter, _, _>(|settings: Arc<Settings>| {
+        Ok(Arc::new(Polite { settings }))
+    });
+    let provider = services.build().unwrap();
+    let worker = Greets::inject(&provider).unwrap();
+    assert_eq!(worker.greeter.greet(), "hello every 7 s");
+    let maybe = worker.maybe.expect("registered, so injected");
+    assert!(Arc::ptr_eq(&worker.greeter, &maybe), "one singleton");
+    assert_eq!(
+        Greets::dependencies(),
+        [
+            Dependency::required::<dyn Greeter>(),
+            Dependency::optional::<dyn Greeter>(),
+        ]
+    );
+
+    // An existing `Arc` of a trait object can be registered too.
+    let mut services = ServiceCollection::new();
+    let settings = Arc::new(Settings { interval_secs: 9 });
+    services.add_singleton_arc::<dyn Greeter>(Arc::new(Polite { settings }));
+    let provider = services.build().unwrap();
+    assert_eq!(
+        Greets::inject(&provider).unwrap().greeter.greet(),
+        "hello every 9 s"
+    );
+
+    // And when it is missing, build() says so by its trait object type.
+    let mut services = ServiceCollection::new();
+    services.declare_dependencies("Greets", Greets::dependencies());
+    let error = services.build().unwrap_err();
+    assert!(error.to_string().contains("dyn"), "{error}");
+    assert!(error.to_string().contains("Greeter"), "{error}");
 }
 
 #[derive(Worker)]

@@ -206,7 +206,14 @@ async fn a_worker_error_stops_the_host_and_names_the_worker() {
         }
         other => panic!("expected a worker failure, got {other:?}"),
     }
-    assert!(error.to_string().contains("Failing"), "{error}");
+    // What failed in the message, why in `source()`: the worker's own error, not repeated.
+    assert_eq!(error.to_string(), "worker `hosting::Failing` failed");
+    let cause = std::error::Error::source(&error).expect("the worker's error");
+    assert_eq!(cause.to_string(), "invalid digit found in string");
+    assert_eq!(
+        format!("{error:?}"),
+        "worker `hosting::Failing` failed\n\nCaused by:\n    invalid digit found in string"
+    );
     assert!(
         probe.cancelled_a.load(Ordering::SeqCst),
         "the other worker was cancelled"
@@ -361,6 +368,58 @@ fn configuration_errors_and_duplicate_workers_are_reported_by_build() {
     assert!(problems.iter().any(|p| matches!(p, BuildProblem::Configuration { context, .. } if context == "configure_services")));
     let host_error = HostError::from(error);
     assert!(host_error.to_string().contains("WorkerA"), "{host_error}");
+    // `main() -> Result<(), HostError>` prints the `Debug`: sentences, with the closure's cause.
+    let printed = format!("{host_error:?}");
+    assert!(
+        printed.starts_with("invalid service configuration (2 problems):"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("configuration failed in configure_services: number too large"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("BuildError {") && !printed.contains("Build("),
+        "{printed}"
+    );
+}
+
+/// An error whose `Debug` differs from its `Display`, like one that carries a backtrace.
+#[derive(Debug, thiserror::Error)]
+#[error("token service unreachable")]
+struct WithBacktrace {
+    backtrace: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refreshing the token failed")]
+struct Refresh(#[source] WithBacktrace);
+
+#[test]
+fn host_error_debug_prints_messages_not_structures_or_backtraces() {
+    let error = HostError::WorkerFailed {
+        worker: "my::Worker",
+        error: WorkerError::from(WithBacktrace {
+            backtrace: "0: std::backtrace::Backtrace::capture",
+        }),
+    };
+    let printed = format!("{error:?}");
+    assert_eq!(
+        printed,
+        "worker `my::Worker` failed\n\nCaused by:\n    token service unreachable"
+    );
+
+    // A worker error shows its own message, its causes with `{:#}`, and sentences with `{:?}`.
+    let worker_error = WorkerError::from(Refresh(WithBacktrace {
+        backtrace: "0: frames",
+    }));
+    assert_eq!(worker_error.to_string(), "refreshing the token failed");
+    assert_eq!(
+        format!("{worker_error:#}"),
+        "refreshing the token failed: token service unreachable"
+    );
+    assert!(!format!("{worker_error:?}").contains("frames"));
+    assert!(worker_error.source().is_some(), "derefs to the inner error");
 }
 
 #[derive(Worker)]
@@ -384,8 +443,9 @@ async fn a_worker_that_cannot_be_constructed_fails_start() {
         })
         .build()
         .unwrap();
-    match host.run().await {
-        Err(HostError::Construct { worker, error }) => {
+    let error = host.run().await.unwrap_err();
+    match &error {
+        HostError::Construct { worker, error } => {
             assert!(worker.ends_with("::BrokenDependency"));
             assert!(
                 matches!(
@@ -397,10 +457,25 @@ async fn a_worker_that_cannot_be_constructed_fails_start() {
                 ),
                 "{error:?}"
             );
-            assert!(error.to_string().contains("no value today"), "{error}");
         }
         other => panic!("expected a construction error, got {other:?}"),
     }
+    // Each level says what failed; its source says why. `Debug` (what `main` prints) shows them all.
+    assert_eq!(
+        format!("{error:?}"),
+        "cannot construct worker `hosting::BrokenDependency`\n\
+         \n\
+         Caused by:\n    \
+         0: cannot inject field `_value` of `hosting::BrokenDependency`\n    \
+         1: the factory for `u32` failed\n    \
+         2: no value today"
+    );
+    assert_eq!(
+        token_mgmt::hosting::error_chain(&error).to_string(),
+        "cannot construct worker `hosting::BrokenDependency`: \
+         cannot inject field `_value` of `hosting::BrokenDependency`: \
+         the factory for `u32` failed: no value today"
+    );
 }
 
 #[test]

@@ -155,6 +155,54 @@ async fn paths_resolve_against_the_base_address_like_dotnet() {
 }
 
 #[tokio::test]
+async fn an_invalid_url_error_never_shows_query_strings_or_user_info() {
+    let plain = factory_with("plain", HttpClientOptions::default())
+        .create_client("plain")
+        .unwrap();
+    let cases = [
+        // (path given, path shown)
+        ("items?api_key=S3CRET", "items?[redacted]"),
+        (
+            "ftp://user:S3CRET@example.com/x?api_key=S3CRET#S3CRET",
+            "ftp://[redacted]@example.com/x?[redacted]",
+        ),
+        // Not a URL at all, but an `@` before the first `/` may hide a password.
+        (
+            "admin:S3CRET@api.example.com/x",
+            "[redacted]@api.example.com/x",
+        ),
+        (
+            "https://user:S3CRET@exa mple.com/?k=S3CRET",
+            "https://[redacted]@exa mple.com/?[redacted]",
+        ),
+        ("//S3CRET@example.com/x", "//[redacted]@example.com/x"),
+    ];
+    for (given, shown) in cases {
+        let resolved = plain.resolve(given).unwrap_err();
+        let fetched = plain.get_string(given).await.unwrap_err();
+        let sent = plain.get(given).send().await.unwrap_err();
+        let reqwest_middleware::Error::Middleware(inner) = &sent else {
+            panic!("expected a middleware error, got {sent:?}");
+        };
+        let from_send = inner.downcast_ref::<HttpError>().unwrap();
+        for error in [&resolved, &fetched, from_send] {
+            let HttpError::InvalidUrl { path, .. } = error else {
+                panic!("expected an invalid URL error, got {error:?}");
+            };
+            assert_eq!(path, shown);
+            let everything = format!(
+                "{error} {error:?} {}",
+                token_mgmt::hosting::error_chain(error)
+            );
+            assert!(everything.contains(shown), "{everything}");
+            assert!(!everything.contains("S3CRET"), "{everything}");
+        }
+        let everything = format!("{sent} {sent:?}");
+        assert!(!everything.contains("S3CRET"), "{everything}");
+    }
+}
+
+#[tokio::test]
 async fn a_relative_path_without_base_address_is_a_clear_error_and_sends_nothing() {
     let server = TestServer::start().await;
     let client = factory_with("plain", HttpClientOptions::default())
@@ -172,7 +220,10 @@ async fn a_relative_path_without_base_address_is_a_clear_error_and_sends_nothing
         message.contains("`plain`") && message.contains("`test`"),
         "{message}"
     );
-    assert!(message.contains("no base address"), "{message}");
+    // What failed in the message, why in `source()`.
+    assert!(!message.contains("no base address"), "{message}");
+    let reason = std::error::Error::source(&error).unwrap().to_string();
+    assert!(reason.contains("no base address"), "{reason}");
 
     // The builder methods surface the same error on send, as a middleware error.
     let error = client.get("test").send().await.unwrap_err();

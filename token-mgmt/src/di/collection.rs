@@ -3,7 +3,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use super::provider::{AnyArc, Factory, Lifetime, Registration};
+use super::provider::{Erased, Factory, Lifetime, Registration};
 use super::{BuildError, BuildProblem, Dependency, FromProvider, ServiceProvider};
 use crate::BoxError;
 
@@ -63,7 +63,7 @@ impl ServiceCollection {
         }
     }
 
-    fn register<T: 'static>(
+    fn register<T: ?Sized + 'static>(
         &mut self,
         lifetime: Lifetime,
         dependencies: Vec<Dependency>,
@@ -90,22 +90,49 @@ impl ServiceCollection {
 
     /// Registers `value` as the singleton of type `T`; resolved as `Arc<T>`.
     pub fn add_singleton<T: Send + Sync + 'static>(&mut self, value: T) -> &mut Self {
-        let value: AnyArc = Arc::new(value);
+        self.add_singleton_arc(Arc::new(value))
+    }
+
+    /// Registers a shared value as the singleton of type `T`, which may be unsized: a trait object
+    /// (`Arc<dyn Trait>`), resolved and injected as `Arc<dyn Trait>`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use token_mgmt::di::ServiceCollection;
+    /// trait Clock: Send + Sync { fn now(&self) -> u64; }
+    /// struct Fixed;
+    /// impl Clock for Fixed { fn now(&self) -> u64 { 42 } }
+    ///
+    /// let mut services = ServiceCollection::new();
+    /// services.add_singleton_arc::<dyn Clock>(Arc::new(Fixed));
+    /// let provider = services.build()?;
+    /// assert_eq!(provider.get_required::<dyn Clock>()?.now(), 42);
+    /// # Ok::<(), token_mgmt::BoxError>(())
+    /// ```
+    pub fn add_singleton_arc<T: ?Sized + Send + Sync + 'static>(
+        &mut self,
+        value: Arc<T>,
+    ) -> &mut Self {
+        let value: Erased = Box::new(value);
         self.register::<T>(Lifetime::Value(value), Vec::new())
     }
 
     /// Registers a factory for the singleton `T`, called once, on first resolution (even when many
     /// threads resolve it at the same time). An error is returned to that caller and the next
-    /// resolution tries again.
+    /// resolution (or one that was waiting for it) tries again.
     ///
-    /// The factory's dependencies are not known to `build()`; prefer
+    /// The factory's dependencies are not known to `build()`, which can then neither report them
+    /// missing nor reject a cycle through them (see [`ServiceProvider`]'s notes on cycles); prefer
     /// [`add_singleton_with`](Self::add_singleton_with), which declares them.
     pub fn add_singleton_factory<T, F>(&mut self, f: F) -> &mut Self
     where
         T: Send + Sync + 'static,
         F: Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static,
     {
-        self.register::<T>(Lifetime::Singleton(erase(f)), Vec::new())
+        self.register::<T>(
+            Lifetime::Singleton(erase(move |p| f(p).map(Arc::new))),
+            Vec::new(),
+        )
     }
 
     /// Registers a factory for the singleton `T` that takes its dependencies as an argument
@@ -127,6 +154,32 @@ impl ServiceCollection {
         D: FromProvider + 'static,
         F: Fn(D) -> Result<T, BoxError> + Send + Sync + 'static,
     {
+        self.add_singleton_arc_with(move |deps: D| f(deps).map(Arc::new))
+    }
+
+    /// Like [`add_singleton_with`](Self::add_singleton_with), for a factory that returns an
+    /// `Arc<T>`, so `T` may be unsized (`Arc<dyn Trait>`).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use token_mgmt::di::ServiceCollection;
+    /// trait Greeter: Send + Sync { fn greet(&self) -> String; }
+    /// struct Polite { name: Arc<String> }
+    /// impl Greeter for Polite { fn greet(&self) -> String { format!("Hello, {}", self.name) } }
+    ///
+    /// let mut services = ServiceCollection::new();
+    /// services.add_singleton(String::from("Ada"));
+    /// services.add_singleton_arc_with::<dyn Greeter, _, _>(|name: Arc<String>| Ok(Arc::new(Polite { name })));
+    /// let provider = services.build()?;
+    /// assert_eq!(provider.get_required::<dyn Greeter>()?.greet(), "Hello, Ada");
+    /// # Ok::<(), token_mgmt::BoxError>(())
+    /// ```
+    pub fn add_singleton_arc_with<T, D, F>(&mut self, f: F) -> &mut Self
+    where
+        T: ?Sized + Send + Sync + 'static,
+        D: FromProvider + 'static,
+        F: Fn(D) -> Result<Arc<T>, BoxError> + Send + Sync + 'static,
+    {
         let deps = D::dependencies();
         self.register::<T>(Lifetime::Singleton(erase(with_deps(f))), deps)
     }
@@ -138,7 +191,10 @@ impl ServiceCollection {
         T: Send + Sync + 'static,
         F: Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static,
     {
-        self.register::<T>(Lifetime::Transient(erase(f)), Vec::new())
+        self.register::<T>(
+            Lifetime::Transient(erase(move |p| f(p).map(Arc::new))),
+            Vec::new(),
+        )
     }
 
     /// Like [`add_transient`](Self::add_transient), with dependencies declared as in
@@ -150,11 +206,14 @@ impl ServiceCollection {
         F: Fn(D) -> Result<T, BoxError> + Send + Sync + 'static,
     {
         let deps = D::dependencies();
-        self.register::<T>(Lifetime::Transient(erase(with_deps(f))), deps)
+        self.register::<T>(
+            Lifetime::Transient(erase(with_deps(move |deps: D| f(deps).map(Arc::new)))),
+            deps,
+        )
     }
 
     /// Whether a service of type `T` is registered.
-    pub fn contains<T: 'static>(&self) -> bool {
+    pub fn contains<T: ?Sized + 'static>(&self) -> bool {
         self.services.contains_key(&TypeId::of::<T>())
     }
 
@@ -319,14 +378,16 @@ impl ServiceCollection {
     }
 }
 
+/// Type-erases a factory of `Arc<T>`.
 fn erase<T, F>(f: F) -> Factory
 where
-    T: Send + Sync + 'static,
-    F: Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static,
+    T: ?Sized + Send + Sync + 'static,
+    F: Fn(&ServiceProvider) -> Result<Arc<T>, BoxError> + Send + Sync + 'static,
 {
-    Arc::new(move |provider: &ServiceProvider| f(provider).map(|value| Arc::new(value) as AnyArc))
+    Box::new(move |provider: &ServiceProvider| f(provider).map(|value| Box::new(value) as Erased))
 }
 
+/// A factory taking its declared dependencies `D` as a factory taking the provider.
 fn with_deps<T, D, F>(
     f: F,
 ) -> impl Fn(&ServiceProvider) -> Result<T, BoxError> + Send + Sync + 'static

@@ -17,7 +17,7 @@ pub struct Dependency {
 
 impl Dependency {
     /// A service of type `T` that must be registered.
-    pub fn required<T: 'static>() -> Self {
+    pub fn required<T: ?Sized + 'static>() -> Self {
         Self {
             type_id: TypeId::of::<T>(),
             type_name: type_name::<T>(),
@@ -27,7 +27,7 @@ impl Dependency {
     }
 
     /// A service of type `T` that is used when registered and skipped otherwise.
-    pub fn optional<T: 'static>() -> Self {
+    pub fn optional<T: ?Sized + 'static>() -> Self {
         Self {
             optional: true,
             ..Self::required::<T>()

@@ -1,6 +1,7 @@
 use std::fmt;
 
 use crate::BoxError;
+use crate::hosting::error_chain;
 
 /// One problem found by [`ServiceCollection::build`](super::ServiceCollection::build).
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +31,8 @@ pub enum BuildProblem {
         /// What kind of registration this is (`"service"`, `"hosted service"`, ...).
         what: &'static str,
     },
-    /// A configuration closure failed (for example a `?` on a bad URL).
-    #[error("{context}: {source}")]
+    /// A configuration closure failed (for example a `?` on a bad URL); `source()` says why.
+    #[error("configuration failed in {context}")]
     Configuration {
         /// Where the error happened (for example `"configure_services"`, or a client name).
         context: String,
@@ -87,6 +88,8 @@ impl BuildProblem {
 }
 
 /// [`ServiceCollection::build`](super::ServiceCollection::build) failed: every problem found, at once.
+///
+/// Its message lists every problem with its causes (one line each); it has no `source()`.
 #[derive(Debug)]
 pub struct BuildError {
     problems: Vec<BuildProblem>,
@@ -109,10 +112,11 @@ impl BuildError {
     }
 }
 
+// Several problems cannot all be one `source()`, so the message lists each with its causes.
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.problems.as_slice() {
-            [one] => write!(f, "invalid service configuration: {one}"),
+            [one] => write!(f, "invalid service configuration: {}", error_chain(one)),
             many => {
                 write!(
                     f,
@@ -120,7 +124,7 @@ impl fmt::Display for BuildError {
                     many.len()
                 )?;
                 for p in many {
-                    write!(f, "\n  - {p}")?;
+                    write!(f, "\n  - {}", error_chain(p))?;
                 }
                 Ok(())
             }
@@ -131,6 +135,9 @@ impl fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 /// Resolving a service from the [`ServiceProvider`](super::ServiceProvider) failed.
+///
+/// The message says what failed; [`source`](std::error::Error::source) says why (the factory's
+/// error, the field's error), and is not repeated in the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResolveError {
@@ -143,7 +150,7 @@ pub enum ResolveError {
         required_by: Option<&'static str>,
     },
     /// The factory registered for the service returned an error.
-    #[error("the factory for `{service}` failed: {source}")]
+    #[error("the factory for `{service}` failed")]
     Factory {
         /// Type name of the service.
         service: &'static str,
@@ -158,7 +165,7 @@ pub enum ResolveError {
         path: Vec<&'static str>,
     },
     /// A named service (for example a named HTTP client) could not be created.
-    #[error("cannot create `{service}` named \"{name}\": {source}")]
+    #[error("cannot create `{service}` named \"{name}\"")]
     Named {
         /// Type name of the service.
         service: &'static str,
@@ -168,13 +175,14 @@ pub enum ResolveError {
         source: BoxError,
     },
     /// A field of an injected type (a worker) could not be resolved.
-    #[error("cannot inject field `{field}` of `{target}`: {error}")]
+    #[error("cannot inject field `{field}` of `{target}`")]
     Field {
         /// Type name of the struct being constructed.
         target: &'static str,
         /// The field's name.
         field: &'static str,
-        /// Why the field could not be resolved.
+        /// Why the field could not be resolved (also its `source()`).
+        #[source]
         error: Box<ResolveError>,
     },
 }

@@ -19,7 +19,9 @@ pub trait Injectable: Sized + Send + Sync + 'static {
 /// like axum's `FromRef`.
 ///
 /// Implemented for:
-/// - `Arc<T>`: the registered service `T` (singleton or transient);
+/// - `Arc<T>`: the registered service `T` (singleton or transient), including a trait object
+///   `Arc<dyn Trait>` registered with
+///   [`add_singleton_arc`](super::ServiceCollection::add_singleton_arc);
 /// - `Option<Arc<T>>`: `T` when registered, `None` otherwise;
 /// - [`ServiceProvider`] itself;
 /// - cheap-clone handle types declared with [`inject_by_clone!`](crate::inject_by_clone)
@@ -100,7 +102,7 @@ macro_rules! inject_by_clone {
     )+};
 }
 
-impl<T: Send + Sync + 'static> FromProvider for Arc<T> {
+impl<T: ?Sized + Send + Sync + 'static> FromProvider for Arc<T> {
     fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
         provider.get_required::<T>()
     }
@@ -110,13 +112,9 @@ impl<T: Send + Sync + 'static> FromProvider for Arc<T> {
     }
 }
 
-impl<T: Send + Sync + 'static> FromProvider for Option<Arc<T>> {
+impl<T: ?Sized + Send + Sync + 'static> FromProvider for Option<Arc<T>> {
     fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
-        if provider.contains::<T>() {
-            provider.get_required::<T>().map(Some)
-        } else {
-            Ok(None)
-        }
+        provider.get::<T>()
     }
 
     fn dependencies() -> Vec<Dependency> {

@@ -7,7 +7,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use super::builder::{HostOptions, WorkerFailurePolicy};
 use super::service::HostedEntry;
-use super::{ApplicationLifetime, HostBuilder, HostError, WorkerError};
+use super::{ApplicationLifetime, HostBuilder, HostError, WorkerError, error_chain};
 use crate::di::ServiceProvider;
 
 /// A built application: the service provider and its hosted workers.
@@ -88,7 +88,7 @@ impl Host {
         for entry in &self.workers {
             let token = self.lifetime.stopping_token().child_token();
             let future = (entry.start)(&self.provider, token).map_err(|error| {
-                tracing::error!(worker = entry.name, %error, "cannot construct worker");
+                tracing::error!(worker = entry.name, error = %error_chain(&error), "cannot construct worker");
                 HostError::Construct {
                     worker: entry.name,
                     error,
@@ -249,7 +249,7 @@ impl RunningHost {
                 None
             }
             Ok(Err(error)) => {
-                tracing::error!(worker, %error, "worker failed");
+                tracing::error!(worker, error = %error_chain(&*error), "worker failed");
                 Some(HostError::WorkerFailed { worker, error })
             }
             Err(panic) => {

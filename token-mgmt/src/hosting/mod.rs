@@ -39,7 +39,7 @@ mod lifetime;
 mod service;
 
 pub use builder::{HostBuilder, HostBuilderContext, WorkerFailurePolicy};
-pub use error::{HostError, WorkerError};
+pub use error::{ErrorChain, HostError, WorkerError, error_chain};
 pub use host::{Host, RunningHost};
 pub use lifetime::ApplicationLifetime;
 pub use service::{BackgroundService, HostedServiceExt};

@@ -73,11 +73,8 @@ impl HttpClient {
     /// The full URL a path resolves to.
     pub fn resolve(&self, path: impl AsRef<str>) -> Result<Url, HttpError> {
         let path = path.as_ref();
-        resolve(self.base_address(), path).map_err(|reason| HttpError::InvalidUrl {
-            client: self.inner.name.clone(),
-            path: path.to_owned(),
-            reason,
-        })
+        resolve(self.base_address(), path)
+            .map_err(|reason| HttpError::invalid_url(self.inner.name.clone(), path, reason))
     }
 
     /// Whether both handles share one built client (one connection pool, one middleware chain).

@@ -64,17 +64,22 @@ impl fmt::Display for NameList<'_> {
 
 /// A call on an [`HttpClient`](super::HttpClient) failed.
 ///
-/// URLs in these errors are shown without user info and with the query replaced by `[redacted]`;
-/// request and response headers are never included.
+/// The message says what failed (the client, the method and the URL); [`source`](std::error::Error::source)
+/// says why (the middleware's or reqwest's error, the URL's problem) and is not repeated in the
+/// message: show the whole chain with [`error_chain`](crate::hosting::error_chain).
+///
+/// URLs and paths in these errors are shown without user info and with the query replaced by
+/// `[redacted]`; request and response headers are never included.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
-    /// The request path could not be turned into a URL.
-    #[error("HTTP client `{client}`: cannot make a request URL from `{path}`: {reason}")]
+    /// The request path could not be turned into a URL; `source()` is the [`InvalidUrlReason`].
+    #[error("HTTP client `{client}`: cannot make a request URL from `{path}`")]
     InvalidUrl {
         /// The client's name.
         client: String,
-        /// The path that was given.
+        /// The path that was given, redacted like URLs: user info removed, the query replaced by
+        /// `[redacted]`, the fragment removed.
         path: String,
         /// Why it was refused.
         #[source]
@@ -123,6 +128,15 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// [`HttpError::InvalidUrl`], with `path` redacted.
+    pub(crate) fn invalid_url(client: String, path: &str, reason: InvalidUrlReason) -> Self {
+        HttpError::InvalidUrl {
+            client,
+            path: redacted_path(path),
+            reason,
+        }
+    }
+
     /// The response status, for [`HttpError::Status`].
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -164,4 +178,42 @@ impl HttpError {
             _ => false,
         }
     }
+}
+
+/// A path (relative, or an absolute URL that may not parse) that is safe to show: user info
+/// replaced by `[redacted]`, the query too (either may carry credentials, e.g. `?api_key=`), the
+/// fragment removed. Works on the text, so it also covers what `url` refuses to parse.
+fn redacted_path(path: &str) -> String {
+    let path = path.split_once('#').map_or(path, |(before, _)| before);
+    let (path, query) = match path.split_once('?') {
+        Some((before, _)) => (before, "?[redacted]"),
+        None => (path, ""),
+    };
+    format!("{}{query}", without_user_info(path))
+}
+
+/// `path` with anything before an `@` in its authority (after `scheme://` or `//`), or in its
+/// first segment when it has none, replaced by `[redacted]`: an `@` there is user info, or a
+/// mistyped URL that may hold a password.
+fn without_user_info(path: &str) -> String {
+    let authority_start = path
+        .find("//")
+        .filter(|&i| i == 0 || is_scheme(&path[..i]))
+        .map_or(0, |i| i + 2);
+    let rest = &path[authority_start..];
+    let authority_end = rest.find(['/', '\\']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}[redacted]{}", &path[..authority_start], &rest[at..]),
+        None => path.to_owned(),
+    }
+}
+
+/// Whether `prefix` is `scheme:` (RFC 3986: a letter, then letters, digits, `+`, `-`, `.`).
+fn is_scheme(prefix: &str) -> bool {
+    prefix.strip_suffix(':').is_some_and(|scheme| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
 }

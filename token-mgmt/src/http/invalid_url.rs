@@ -52,11 +52,7 @@ impl Middleware for RejectInvalidUrl {
             reason: InvalidUrlReason::Parse(url::ParseError::EmptyHost),
         });
         Err(reqwest_middleware::Error::middleware(
-            HttpError::InvalidUrl {
-                client,
-                path,
-                reason,
-            },
+            HttpError::invalid_url(client, &path, reason),
         ))
     }
 }
