@@ -51,6 +51,6 @@ pub mod prelude {
     pub use crate::registration::{HttpClientBuilder, TokenManagementServiceCollectionExt};
     pub use crate::tokens::{
         AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken,
-        ClientCredentialStyle, TokenClientOptions, TokenError, TokenRequestParameters,
+        ClientAuthentication, TokenClientOptions, TokenError, TokenRequestParameters,
     };
 }

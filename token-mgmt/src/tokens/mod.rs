@@ -28,6 +28,7 @@
 //!
 //! See [`service`](AccessTokenManagementService) for caching and single-flight semantics.
 
+mod auth;
 mod cache;
 mod endpoint;
 mod error;
@@ -37,6 +38,12 @@ mod refresh;
 mod service;
 mod token;
 
+pub use auth::{
+    AssertionClaims, AssertionContext, CertificateError, ClientAssertionProvider,
+    ClientAuthentication, ClientSecretJwt, DEFAULT_ASSERTION_LIFETIME, HmacAlgorithm,
+    JWT_BEARER_ASSERTION_TYPE, KeyError, Pem, PrivateKey, PrivateKeyJwt, PrivateKeySigner,
+    SigningAlgorithm, TlsClientCertificate,
+};
 pub use cache::{
     CacheKey, ClientAccessTokenCache, InMemoryClientAccessTokenCache, PrecomputedHashBuilder,
     PrecomputedHasher,
@@ -44,7 +51,7 @@ pub use cache::{
 pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use options::{
-    AccessTokenManagementOptions, ClientCredentialStyle, ClientOptions, ClientSecret,
+    AccessTokenManagementOptions, ClientOptions, ClientSecret,
     DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_MAX_RESPONSE_BODY_SIZE,
     DEFAULT_REQUEST_TIMEOUT, RESERVED_PARAMETERS, TokenClientOptions, TokenClients,
     TokenRequestParameters, is_reserved,
