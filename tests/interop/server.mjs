@@ -8,6 +8,9 @@
 //           "scopes": ["..."],
 //           "tls": null | { "key": PEM, "cert": PEM, "ca": PEM } }
 //
+// A client may carry `"jwks_pem": [{ "kid": "...", "pem": PEM }]`: public keys or certificates in
+// PEM, turned into its `jwks` here (certificates with `x5c`, for self_signed_tls_client_auth).
+//
 // With `tls` the server speaks https, asks for a client certificate (RFC 8705 mTLS) and trusts client
 // certificates issued by `ca` (tls_client_auth); self-signed ones are checked against the client's
 // registered JWKS by oidc-provider (self_signed_tls_client_auth).
@@ -17,7 +20,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, createHash, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
@@ -37,12 +40,29 @@ function peerCertificate(ctx) {
     : undefined;
 }
 
+function jwk({ kid, pem }) {
+  if (pem.includes('BEGIN CERTIFICATE')) {
+    const certificate = new X509Certificate(pem);
+    return {
+      ...certificate.publicKey.export({ format: 'jwk' }),
+      kid,
+      x5c: [certificate.raw.toString('base64')],
+      'x5t#S256': createHash('sha256').update(certificate.raw).digest('base64url'),
+    };
+  }
+  return { ...createPublicKey(pem).export({ format: 'jwk' }), kid };
+}
+
+const clients = config.clients.map(({ jwks_pem: pems, ...client }) => (
+  pems ? { ...client, jwks: { keys: pems.map(jwk) } } : client
+));
+
 // Distinguished names as `CN=a,O=b` (node separates the attributes with newlines).
 const dn = (value) => value.split('\n').join(',');
 
 function configuration() {
   return {
-    clients: config.clients,
+    clients,
     // Machine-to-machine clients: only the client credentials grant; ID tokens (never issued here)
     // signed with the one key we have.
     clientDefaults: {

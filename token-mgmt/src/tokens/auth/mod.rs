@@ -247,8 +247,8 @@ impl Authenticator {
             Credentials::Unavailable(problem) => return Err(self.error(problem.clone())),
             _ => None,
         };
-        let start = form.len();
-        let mut form = form_urlencoded::Serializer::for_suffix(form, start);
+        // Appends after the grant's fields (start 0: the whole string is the form so far).
+        let mut form = form_urlencoded::Serializer::for_suffix(form, 0);
         let request = match &self.credentials {
             Credentials::Basic(authorization) => request.header(AUTHORIZATION, authorization.clone()),
             Credentials::Post(secret) => {
