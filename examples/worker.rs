@@ -225,7 +225,10 @@ mod tests {
     fn the_method_and_its_files_come_from_the_environment() {
         assert_eq!(method(&[]).unwrap().method(), "client_secret_basic");
         for name in ["client_secret_post", "client_secret_jwt", "none"] {
-            assert_eq!(method(&[("CLIENT_AUTH_METHOD", name)]).unwrap().method(), name);
+            assert_eq!(
+                method(&[("CLIENT_AUTH_METHOD", name)]).unwrap().method(),
+                name
+            );
         }
         let jwt = method(&[
             ("CLIENT_AUTH_METHOD", "private_key_jwt"),
@@ -234,7 +237,10 @@ mod tests {
         ])
         .unwrap();
         let shown = format!("{jwt:?}");
-        assert!(shown.contains("/keys/client.pem") && shown.contains("k1"), "{shown}");
+        assert!(
+            shown.contains("/keys/client.pem") && shown.contains("k1"),
+            "{shown}"
+        );
         let mtls = method(&[
             ("CLIENT_AUTH_METHOD", "tls_client_auth"),
             ("CLIENT_CERT_FILE", "/certs/client.crt"),
@@ -253,8 +259,16 @@ mod tests {
             "CLIENT_KEY_FILE must be set for CLIENT_AUTH_METHOD=private_key_jwt"
         );
         let error = method(&[("CLIENT_AUTH_METHOD", "self_signed_tls_client_auth")]).unwrap_err();
-        assert!(error.to_string().starts_with("CLIENT_CERT_FILE must be set"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("CLIENT_CERT_FILE must be set")
+        );
         let error = method(&[("CLIENT_AUTH_METHOD", "magic")]).unwrap_err();
-        assert!(error.to_string().starts_with("CLIENT_AUTH_METHOD `magic` is not one of"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("CLIENT_AUTH_METHOD `magic` is not one of")
+        );
     }
 }

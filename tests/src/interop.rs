@@ -122,9 +122,10 @@ impl AuthorizationServer {
             .iter()
             .map(|(resource, scope)| (resource.clone(), Value::from(scope.as_str())))
             .collect();
-        let tls = config.tls.as_ref().map(|tls| {
-            json!({ "cert": tls.cert, "key": tls.key, "ca": tls.client_ca })
-        });
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| json!({ "cert": tls.cert, "key": tls.key, "ca": tls.client_ca }));
         let document = json!({
             "clients": config.clients,
             "scopes": config.scopes,

@@ -29,7 +29,10 @@ use token_mgmt_tests::token_server::{RecordedRequest, TokenServer};
 const CLIENT: &str = "api";
 const LONG_SECRET: &str = "a-client-secret-of-more-than-32-bytes-0123456789";
 
-fn service(server: &TokenServer, authentication: ClientAuthentication) -> AccessTokenManagementService {
+fn service(
+    server: &TokenServer,
+    authentication: ClientAuthentication,
+) -> AccessTokenManagementService {
     let mut client = server.client_options();
     client.client_secret = LONG_SECRET.into();
     client.authentication = authentication;
@@ -54,11 +57,18 @@ fn assertion(request: &RecordedRequest) -> (Value, Value, String) {
         request.form_value("client_assertion_type"),
         Some(JWT_BEARER_ASSERTION_TYPE)
     );
-    let jwt = request.form_value("client_assertion").expect("an assertion").to_owned();
+    let jwt = request
+        .form_value("client_assertion")
+        .expect("an assertion")
+        .to_owned();
     let header = URL_SAFE_NO_PAD
         .decode(jwt.split('.').next().unwrap())
         .unwrap();
-    (serde_json::from_slice(&header).unwrap(), jwt_claims(&jwt), jwt)
+    (
+        serde_json::from_slice(&header).unwrap(),
+        jwt_claims(&jwt),
+        jwt,
+    )
 }
 
 fn signing_input_and_signature(jwt: &str) -> (&str, Vec<u8>) {
@@ -81,14 +91,20 @@ async fn client_secret_jwt_sends_a_fresh_hmac_signed_assertion_per_request() {
     assert_eq!(claims["iss"], "client");
     assert_eq!(claims["sub"], "client");
     assert_eq!(claims["aud"], server.url());
-    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 60);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        60
+    );
     let (input, signature) = signing_input_and_signature(&jwt);
     let key = hmac::Key::new(hmac::HMAC_SHA256, LONG_SECRET.as_bytes());
     hmac::verify(&key, input.as_bytes(), &signature).expect("HMAC over the client secret");
 
     request(&service).await.unwrap();
     let (_, second, _) = assertion(&server.last_request().unwrap());
-    assert_ne!(second["jti"], claims["jti"], "every request signs a new assertion");
+    assert_ne!(
+        second["jti"], claims["jti"],
+        "every request signs a new assertion"
+    );
     assert!(claims["jti"].as_str().unwrap().len() >= 22);
 }
 
@@ -112,7 +128,10 @@ async fn private_key_jwt_uses_the_key_id_audience_and_lifetime_set() {
     assert_eq!(claims["aud"], "https://issuer.example");
     assert_eq!(claims["iss"], "client");
     assert_eq!(claims["sub"], "client");
-    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 30);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        30
+    );
     let (input, signature) = signing_input_and_signature(&jwt);
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.public_key_raw())
         .verify(input.as_bytes(), &signature)
@@ -147,7 +166,9 @@ async fn a_failing_assertion_provider_fails_the_request_before_it_is_sent() {
     let server = TokenServer::start();
     let service = service(
         &server,
-        ClientAuthentication::PrivateKeyJwt(PrivateKeyJwt::with_provider(Arc::new(FailingProvider))),
+        ClientAuthentication::PrivateKeyJwt(PrivateKeyJwt::with_provider(Arc::new(
+            FailingProvider,
+        ))),
     );
 
     let error = request(&service).await.unwrap_err();
@@ -159,7 +180,10 @@ async fn a_failing_assertion_provider_fails_the_request_before_it_is_sent() {
         error.source().unwrap().to_string(),
         "the key service is unreachable"
     );
-    assert!(!error.to_string().contains("unreachable"), "cause only in source()");
+    assert!(
+        !error.to_string().contains("unreachable"),
+        "cause only in source()"
+    );
     assert_eq!(server.request_count(), 0);
 }
 
@@ -189,10 +213,15 @@ fn unusable_keys_secrets_and_certificates_are_reported_at_validation_with_the_cl
     let mut options = AccessTokenManagementOptions::default();
     let clients = &mut options.client.clients;
     clients.add("garbage", client(jwt(PrivateKey::from_pem("not a key"))));
-    clients.add("missing-file", client(jwt(PrivateKey::from_file("/nonexistent/key.pem"))));
+    clients.add(
+        "missing-file",
+        client(jwt(PrivateKey::from_file("/nonexistent/key.pem"))),
+    );
     clients.add(
         "wrong-algorithm",
-        client(jwt(PrivateKey::from_pem(ec.serialize_pem()).with_algorithm(SigningAlgorithm::Rs256))),
+        client(jwt(
+            PrivateKey::from_pem(ec.serialize_pem()).with_algorithm(SigningAlgorithm::Rs256)
+        )),
     );
     clients.add(
         "public-jwk",
@@ -202,14 +231,15 @@ fn unusable_keys_secrets_and_certificates_are_reported_at_validation_with_the_cl
     );
     clients.add(
         "short-secret",
-        client(ClientAuthentication::ClientSecretJwt(ClientSecretJwt::default())),
+        client(ClientAuthentication::ClientSecretJwt(
+            ClientSecretJwt::default(),
+        )),
     );
     clients.add(
         "foreign-key",
-        client(ClientAuthentication::TlsClientAuth(TlsClientCertificate::from_pem(
-            certificate_for(&ec),
-            other.serialize_pem(),
-        ))),
+        client(ClientAuthentication::TlsClientAuth(
+            TlsClientCertificate::from_pem(certificate_for(&ec), other.serialize_pem()),
+        )),
     );
     clients.add(
         "no-certificate",
@@ -218,16 +248,21 @@ fn unusable_keys_secrets_and_certificates_are_reported_at_validation_with_the_cl
         )),
     );
 
-    let error = AccessTokenManagementService::new(options).err().expect("invalid");
+    let error = AccessTokenManagementService::new(options).expect_err("invalid");
     let message = error.to_string();
-    assert!(!message.contains("PRIVATE KEY") && !message.contains("tiny-secret-value"), "{message}");
+    assert!(
+        !message.contains("PRIVATE KEY") && !message.contains("tiny-secret-value"),
+        "{message}"
+    );
     let problems = error.problems();
     assert_eq!(problems.len(), 7, "{message}");
     let key_error = |name: &str| {
         problems
             .iter()
             .find_map(|p| match p {
-                OptionsError::ClientKey { client, source } if client == name => Some(source.clone()),
+                OptionsError::ClientKey { client, source } if client == name => {
+                    Some(source.clone())
+                }
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no key problem for {name}: {message}"))
@@ -236,9 +271,15 @@ fn unusable_keys_secrets_and_certificates_are_reported_at_validation_with_the_cl
     assert!(matches!(*key_error("missing-file"), KeyError::Read { .. }));
     assert!(matches!(
         *key_error("wrong-algorithm"),
-        KeyError::AlgorithmMismatch { algorithm: SigningAlgorithm::Rs256, key_type: "P-256" }
+        KeyError::AlgorithmMismatch {
+            algorithm: SigningAlgorithm::Rs256,
+            key_type: "P-256"
+        }
     ));
-    assert!(matches!(*key_error("public-jwk"), KeyError::InvalidJwk { .. }));
+    assert!(matches!(
+        *key_error("public-jwk"),
+        KeyError::InvalidJwk { .. }
+    ));
     assert!(problems.iter().any(|p| matches!(
         p,
         OptionsError::ClientSecretTooShort { client, minimum: 32, .. } if client == "short-secret"
@@ -256,7 +297,10 @@ fn unusable_keys_secrets_and_certificates_are_reported_at_validation_with_the_cl
     };
     let rejected = certificate_error("foreign-key");
     assert!(matches!(*rejected, CertificateError::Rejected { .. }));
-    assert!(matches!(*certificate_error("no-certificate"), CertificateError::NoCertificate));
+    assert!(matches!(
+        *certificate_error("no-certificate"),
+        CertificateError::NoCertificate
+    ));
 }
 
 #[test]

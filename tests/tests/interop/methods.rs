@@ -45,7 +45,11 @@ fn with_key(id: &str, kid: &str, key: &NodeKey) -> Value {
 }
 
 /// Every client gets a token with the scope asked for.
-async fn assert_tokens(server: &AuthorizationServer, service: &token_mgmt::tokens::AccessTokenManagementService, ids: &[&str]) {
+async fn assert_tokens(
+    server: &AuthorizationServer,
+    service: &token_mgmt::tokens::AccessTokenManagementService,
+    ids: &[&str],
+) {
     for id in ids {
         let token = fresh_token(service, id)
             .await
@@ -63,7 +67,11 @@ async fn client_secret_basic_and_post_are_accepted_and_a_wrong_secret_is_invalid
         with_secret("post", "client_secret_post"),
         with_secret("wrong-secret", "client_secret_basic"),
     ]);
-    let mut wrong = client_options(&server, "wrong-secret", ClientAuthentication::ClientSecretBasic);
+    let mut wrong = client_options(
+        &server,
+        "wrong-secret",
+        ClientAuthentication::ClientSecretBasic,
+    );
     wrong.client_secret = "not-the-registered-secret".into();
     let service = service(vec![
         client_options(&server, "basic", ClientAuthentication::ClientSecretBasic),
@@ -106,7 +114,8 @@ async fn client_secret_jwt_with_each_hmac_is_accepted_and_a_wrong_secret_is_inva
 }
 
 fn key_file(name: &str, contents: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("token-mgmt-interop-{}-{name}", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("token-mgmt-interop-{}-{name}", std::process::id()));
     std::fs::write(&path, contents).unwrap();
     path
 }
@@ -131,28 +140,52 @@ async fn private_key_jwt_with_every_key_type_and_encoding_is_accepted() {
     let rsa_jwk = key_file("rsa.jwk", &keys.rsa.jwk);
     let p256_pem = key_file("p256.pem", &keys.p256.pkcs8);
     let clients = vec![
-        client_options(&server, "rsa-pkcs8", jwt(PrivateKey::from_pem(&keys.rsa.pkcs8))),
+        client_options(
+            &server,
+            "rsa-pkcs8",
+            jwt(PrivateKey::from_pem(&keys.rsa.pkcs8)),
+        ),
         client_options(
             &server,
             "rsa-pkcs1-ps256",
             jwt(PrivateKey::from_pem(keys.rsa.traditional.clone().unwrap())
                 .with_algorithm(SigningAlgorithm::Ps256)),
         ),
-        client_options(&server, "rsa-jwk-file", jwt(PrivateKey::from_file(&rsa_jwk))),
+        client_options(
+            &server,
+            "rsa-jwk-file",
+            jwt(PrivateKey::from_file(&rsa_jwk)),
+        ),
         client_options(
             &server,
             "p256-sec1",
             jwt(PrivateKey::from_pem(keys.p256.traditional.clone().unwrap())),
         ),
-        client_options(&server, "p256-pkcs8-file", jwt(PrivateKey::from_file(&p256_pem))),
-        client_options(&server, "p384-jwk", jwt(PrivateKey::from_jwk(&keys.p384.jwk))),
+        client_options(
+            &server,
+            "p256-pkcs8-file",
+            jwt(PrivateKey::from_file(&p256_pem)),
+        ),
+        client_options(
+            &server,
+            "p384-jwk",
+            jwt(PrivateKey::from_jwk(&keys.p384.jwk)),
+        ),
         client_options(
             &server,
             "p384-sec1",
             jwt(PrivateKey::from_pem(keys.p384.traditional.clone().unwrap())),
         ),
-        client_options(&server, "ed25519-pkcs8", jwt(PrivateKey::from_pem(&keys.ed25519.pkcs8))),
-        client_options(&server, "ed25519-jwk", jwt(PrivateKey::from_jwk(&keys.ed25519.jwk))),
+        client_options(
+            &server,
+            "ed25519-pkcs8",
+            jwt(PrivateKey::from_pem(&keys.ed25519.pkcs8)),
+        ),
+        client_options(
+            &server,
+            "ed25519-jwk",
+            jwt(PrivateKey::from_jwk(&keys.ed25519.jwk)),
+        ),
         client_options(
             &server,
             "issuer-audience",
@@ -193,7 +226,11 @@ async fn private_key_jwt_with_a_wrong_key_or_kid_is_invalid_client() {
     let service = service_named(vec![
         (
             "wrong-key",
-            client_options(&server, "wrong-key", jwt(PrivateKey::from_pem(&keys.other_rsa.pkcs8))),
+            client_options(
+                &server,
+                "wrong-key",
+                jwt(PrivateKey::from_pem(&keys.other_rsa.pkcs8)),
+            ),
         ),
         (
             "current",
@@ -240,7 +277,10 @@ struct CountingProvider {
 
 #[async_trait]
 impl ClientAssertionProvider for CountingProvider {
-    async fn client_assertion(&self, context: &AssertionContext<'_>) -> Result<SecretString, BoxError> {
+    async fn client_assertion(
+        &self,
+        context: &AssertionContext<'_>,
+    ) -> Result<SecretString, BoxError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.signer.client_assertion(context).await
     }

@@ -8,9 +8,7 @@ use rcgen::{
     Issuer, KeyPair,
 };
 use serde_json::json;
-use token_mgmt::tokens::{
-    ClientAuthentication, Pem, TlsClientCertificate, TokenRequestParameters,
-};
+use token_mgmt::tokens::{ClientAuthentication, Pem, TlsClientCertificate, TokenRequestParameters};
 use token_mgmt_tests::interop::{AuthorizationServer, ServerConfig, ServerTls, jwt_claims};
 use token_mgmt_tests::require_interop;
 
@@ -98,7 +96,10 @@ async fn tls_client_auth_and_self_signed_tls_client_auth_get_certificate_bound_t
         params("127.0.0.1", vec!["127.0.0.1".into()]),
         ExtendedKeyUsagePurpose::ServerAuth,
     );
-    let client_cert = pki.issue(params("worker-mtls", Vec::new()), ExtendedKeyUsagePurpose::ClientAuth);
+    let client_cert = pki.issue(
+        params("worker-mtls", Vec::new()),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
     let registered_self_signed = self_signed("worker-self-signed");
     let unregistered_self_signed = self_signed("worker-self-signed");
     let server = AuthorizationServer::start(&ServerConfig {
@@ -145,7 +146,11 @@ async fn tls_client_auth_and_self_signed_tls_client_auth_get_certificate_bound_t
     });
     let ca = &pki.ca;
     let service = service(vec![
-        client_options(&server, "mtls", ClientAuthentication::TlsClientAuth(presenting(&client_cert, ca))),
+        client_options(
+            &server,
+            "mtls",
+            ClientAuthentication::TlsClientAuth(presenting(&client_cert, ca)),
+        ),
         client_options(
             &server,
             "self-signed",
@@ -164,7 +169,10 @@ async fn tls_client_auth_and_self_signed_tls_client_auth_get_certificate_bound_t
         client_options(
             &server,
             "self-signed-unregistered",
-            ClientAuthentication::SelfSignedTlsClientAuth(presenting(&unregistered_self_signed, ca)),
+            ClientAuthentication::SelfSignedTlsClientAuth(presenting(
+                &unregistered_self_signed,
+                ca,
+            )),
         ),
     ]);
 
@@ -172,7 +180,10 @@ async fn tls_client_auth_and_self_signed_tls_client_auth_get_certificate_bound_t
         resources: vec![RESOURCE.into()],
         ..Default::default()
     };
-    for (id, certificate) in [("mtls", &client_cert), ("self-signed", &registered_self_signed)] {
+    for (id, certificate) in [
+        ("mtls", &client_cert),
+        ("self-signed", &registered_self_signed),
+    ] {
         let token = fresh_token(&service, id)
             .await
             .unwrap_or_else(|e| panic!("{id}: {e}\n{}", server.stderr()));
@@ -184,7 +195,11 @@ async fn tls_client_auth_and_self_signed_tls_client_auth_get_certificate_bound_t
         let claims = jwt_claims(bound.access_token());
         assert_eq!(claims["aud"], RESOURCE, "{id}");
         // The server saw our certificate on the connection and bound the token to it.
-        assert_eq!(claims["cnf"]["x5t#S256"], thumbprint(&certificate.der), "{id}");
+        assert_eq!(
+            claims["cnf"]["x5t#S256"],
+            thumbprint(&certificate.der),
+            "{id}"
+        );
     }
     assert_invalid_client(fresh_token(&service, "mtls-other-subject").await);
     assert_invalid_client(fresh_token(&service, "mtls-unverified").await);

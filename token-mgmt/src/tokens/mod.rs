@@ -51,10 +51,9 @@ pub use cache::{
 pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use options::{
-    AccessTokenManagementOptions, ClientOptions, ClientSecret,
-    DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_MAX_RESPONSE_BODY_SIZE,
-    DEFAULT_REQUEST_TIMEOUT, RESERVED_PARAMETERS, TokenClientOptions, TokenClients,
-    TokenRequestParameters, is_reserved,
+    AccessTokenManagementOptions, ClientOptions, ClientSecret, DEFAULT_CACHE_KEY_PREFIX,
+    DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_REQUEST_TIMEOUT,
+    RESERVED_PARAMETERS, TokenClientOptions, TokenClients, TokenRequestParameters, is_reserved,
 };
 pub use service::{AccessTokenManagementService, AccessTokenManagementServiceBuilder};
 pub use token::{ClientAccessToken, InvalidTokenCharacters};

@@ -63,7 +63,10 @@ pub trait ClientAssertionProvider: Send + Sync + 'static {
     ///
     /// Any failure to sign; the token request then fails with
     /// [`TokenError::ClientAuthentication`](crate::tokens::TokenError::ClientAuthentication).
-    async fn client_assertion(&self, context: &AssertionContext<'_>) -> Result<SecretString, BoxError>;
+    async fn client_assertion(
+        &self,
+        context: &AssertionContext<'_>,
+    ) -> Result<SecretString, BoxError>;
 }
 
 /// What an assertion is for: the client and the audience.
@@ -77,7 +80,12 @@ pub struct AssertionContext<'a> {
 
 impl<'a> AssertionContext<'a> {
     /// A context (to call a provider outside a token request, e.g. in its tests).
-    pub fn new(client_name: &'a str, client_id: &'a str, audience: &'a str, lifetime: Duration) -> Self {
+    pub fn new(
+        client_name: &'a str,
+        client_id: &'a str,
+        audience: &'a str,
+        lifetime: Duration,
+    ) -> Self {
         Self {
             client_name,
             client_id,
@@ -375,7 +383,10 @@ impl fmt::Debug for PrivateKeySigner {
 
 #[async_trait]
 impl ClientAssertionProvider for PrivateKeySigner {
-    async fn client_assertion(&self, context: &AssertionContext<'_>) -> Result<SecretString, BoxError> {
+    async fn client_assertion(
+        &self,
+        context: &AssertionContext<'_>,
+    ) -> Result<SecretString, BoxError> {
         let claims = context.claims();
         let input = claims.signing_input(self.key.algorithm.as_str(), self.key.key_id.as_deref());
         let signature = self
@@ -394,7 +405,10 @@ struct HmacSigner {
 
 #[async_trait]
 impl ClientAssertionProvider for HmacSigner {
-    async fn client_assertion(&self, context: &AssertionContext<'_>) -> Result<SecretString, BoxError> {
+    async fn client_assertion(
+        &self,
+        context: &AssertionContext<'_>,
+    ) -> Result<SecretString, BoxError> {
         let claims = context.claims();
         let input = claims.signing_input(self.algorithm.as_str(), None);
         let tag = hmac::sign(&self.key, input.as_bytes());
@@ -417,7 +431,11 @@ impl ClientSecretJwt {
                 algorithm: self.algorithm,
                 key,
             }),
-            audience: self.policy.audience.clone().unwrap_or_else(|| token_endpoint.to_owned()),
+            audience: self
+                .policy
+                .audience
+                .clone()
+                .unwrap_or_else(|| token_endpoint.to_owned()),
             lifetime: self.policy.lifetime,
         }
     }
@@ -439,7 +457,11 @@ impl PrivateKeyJwt {
         };
         Ok(AssertionSigner {
             provider,
-            audience: self.policy.audience.clone().unwrap_or_else(|| token_endpoint.to_owned()),
+            audience: self
+                .policy
+                .audience
+                .clone()
+                .unwrap_or_else(|| token_endpoint.to_owned()),
             lifetime: self.policy.lifetime,
         })
     }

@@ -12,8 +12,8 @@ use std::str::FromStr;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPairComponents, PublicKeyComponents};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-    Ed25519KeyPair, RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -102,7 +102,9 @@ pub enum KeyError {
     #[error("the key is not a valid RSA (2048 bits or more), P-256, P-384 or Ed25519 private key")]
     Unsupported,
     /// The algorithm named is not one of `RS256`, `PS256`, `ES256`, `ES384`, `EdDSA`.
-    #[error("unsupported signing algorithm `{algorithm}` (use RS256, PS256, ES256, ES384 or EdDSA)")]
+    #[error(
+        "unsupported signing algorithm `{algorithm}` (use RS256, PS256, ES256, ES384 or EdDSA)"
+    )]
     UnsupportedAlgorithm {
         /// The name given (cut to 16 characters).
         algorithm: String,
@@ -287,7 +289,8 @@ impl AnyKey {
 }
 
 fn parse_pem(pem: &[u8]) -> Result<Parsed, KeyError> {
-    let mut der = Zeroizing::new(PrivateKeyDer::from_pem_slice(pem).map_err(|_| KeyError::NoPrivateKey)?);
+    let mut der =
+        Zeroizing::new(PrivateKeyDer::from_pem_slice(pem).map_err(|_| KeyError::NoPrivateKey)?);
     let key = match &*der {
         PrivateKeyDer::Pkcs1(pkcs1) => RsaKeyPair::from_der(pkcs1.secret_pkcs1_der())
             .map(AnyKey::Rsa)
@@ -362,8 +365,14 @@ impl Drop for Jwk {
 
 impl Jwk {
     /// A base64url member, decoded; `Err` names the member missing or malformed.
-    fn member(&self, value: &Option<String>, missing: &'static str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        let value = value.as_deref().ok_or(KeyError::InvalidJwk { reason: missing })?;
+    fn member(
+        &self,
+        value: &Option<String>,
+        missing: &'static str,
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let value = value
+            .as_deref()
+            .ok_or(KeyError::InvalidJwk { reason: missing })?;
         URL_SAFE_NO_PAD
             .decode(value.trim_end_matches('='))
             .map(Zeroizing::new)

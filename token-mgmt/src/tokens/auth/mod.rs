@@ -1,14 +1,6 @@
 //! How a token request authenticates the client: the OAuth `token_endpoint_auth_method`.
 //!
-//! | [`ClientAuthentication`] | registry name | what is sent |
-//! |---|---|---|
-//! | `ClientSecretBasic` (default) | `client_secret_basic` | `Authorization: Basic` with id and secret |
-//! | `ClientSecretPost` | `client_secret_post` | `client_id`, `client_secret` form fields |
-//! | `ClientSecretJwt` | `client_secret_jwt` | `client_assertion` signed with the secret (HS256/384/512) |
-//! | `PrivateKeyJwt` | `private_key_jwt` | `client_assertion` signed with a private key or a [`ClientAssertionProvider`] |
-//! | `TlsClientAuth` | `tls_client_auth` | `client_id`, over a TLS connection presenting a CA-issued client certificate |
-//! | `SelfSignedTlsClientAuth` | `self_signed_tls_client_auth` | `client_id`, over TLS presenting a self-signed certificate |
-//! | `None` | `none` | `client_id` only (a public client) |
+//! See [`ClientAuthentication`] for the methods.
 //!
 //! Keys and certificates are loaded and checked when the options are validated (errors name the
 //! client); a JWT assertion is signed anew for every token request, retries included.
@@ -39,7 +31,20 @@ use super::error::{OptionsError, TokenError};
 use super::options::{ClientSecret, TokenClientOptions, display_endpoint};
 
 /// How a token client authenticates at the token endpoint. Named as in the OAuth registry
-/// (`token_endpoint_auth_method`, see the [module docs](self)).
+/// (`token_endpoint_auth_method`):
+///
+/// | variant | registry name | what is sent |
+/// |---|---|---|
+/// | `ClientSecretBasic` (default) | `client_secret_basic` | `Authorization: Basic` with id and secret |
+/// | `ClientSecretPost` | `client_secret_post` | `client_id`, `client_secret` form fields |
+/// | `ClientSecretJwt` | `client_secret_jwt` | `client_assertion` signed with the secret (HS256/384/512) |
+/// | `PrivateKeyJwt` | `private_key_jwt` | `client_assertion` signed with a private key or a [`ClientAssertionProvider`] |
+/// | `TlsClientAuth` | `tls_client_auth` | `client_id`, over a TLS connection presenting a CA-issued client certificate |
+/// | `SelfSignedTlsClientAuth` | `self_signed_tls_client_auth` | `client_id`, over TLS presenting a self-signed certificate |
+/// | `None` | `none` | `client_id` only (a public client) |
+///
+/// Keys and certificates are loaded and checked when the options are validated (errors name the
+/// client); a JWT assertion is signed anew for every token request, retries included.
 ///
 /// ```
 /// use token_mgmt::tokens::{ClientAuthentication, PrivateKey, PrivateKeyJwt, TokenClientOptions};
@@ -250,7 +255,9 @@ impl Authenticator {
         // Appends after the grant's fields (start 0: the whole string is the form so far).
         let mut form = form_urlencoded::Serializer::for_suffix(form, 0);
         let request = match &self.credentials {
-            Credentials::Basic(authorization) => request.header(AUTHORIZATION, authorization.clone()),
+            Credentials::Basic(authorization) => {
+                request.header(AUTHORIZATION, authorization.clone())
+            }
             Credentials::Post(secret) => {
                 form.append_pair("client_id", &self.client_id);
                 if !secret.is_empty() {
@@ -288,7 +295,8 @@ impl Authenticator {
 pub(crate) fn basic_authorization(client_id: &str, client_secret: &ClientSecret) -> HeaderValue {
     let id: String = form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
     let secret = zeroize::Zeroizing::new(
-        form_urlencoded::byte_serialize(client_secret.expose_secret().as_bytes()).collect::<String>(),
+        form_urlencoded::byte_serialize(client_secret.expose_secret().as_bytes())
+            .collect::<String>(),
     );
     let joined = zeroize::Zeroizing::new(format!("{id}:{}", secret.as_str()));
     let encoded = zeroize::Zeroizing::new(STANDARD.encode(joined.as_bytes()));

@@ -1,4 +1,7 @@
 //! Mutual TLS client authentication (RFC 8705): the client certificate a token client presents.
+// Without the `rustls` feature the certificate is kept in the options but never loaded: validation
+// reports `CertificateError::TlsUnavailable` instead.
+#![cfg_attr(not(feature = "rustls"), allow(dead_code, unused_imports))]
 
 use std::fmt;
 use std::path::{Path, PathBuf};
