@@ -11,14 +11,22 @@
 //! ```
 //!
 //! Variables: `TOKEN_ENDPOINT` (when unset, the embedded demo starts on 127.0.0.1), `CLIENT_ID`,
-//! `CLIENT_SECRET`, `SCOPE` (optional), `API_BASE_ADDRESS`, `WORKER_INTERVAL_SECONDS` (optional,
-//! default 5). Ctrl-C or SIGTERM stops it cleanly.
+//! `CLIENT_SECRET` (for the `client_secret_*` methods), `SCOPE` (optional), `RESOURCE` (optional, a
+//! resource indicator), `API_BASE_ADDRESS`, `WORKER_INTERVAL_SECONDS` (optional, default 5).
+//! Ctrl-C or SIGTERM stops it cleanly.
+//!
+//! Client authentication: `CLIENT_AUTH_METHOD` (default `client_secret_basic`; also
+//! `client_secret_post`, `client_secret_jwt`, `private_key_jwt`, `tls_client_auth`,
+//! `self_signed_tls_client_auth`, `none`); `CLIENT_KEY_FILE` (PEM or JWK, for `private_key_jwt`) and
+//! `CLIENT_KEY_ID` (optional, its `kid`); `CLIENT_CERT_FILE` and `CLIENT_CERT_KEY_FILE` (PEM, for
+//! the mTLS methods).
 
 use std::env;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use token_mgmt::prelude::*;
+use token_mgmt::tokens::{ClientSecretJwt, PrivateKey, PrivateKeyJwt, TlsClientCertificate};
 use token_mgmt_examples::demo::{DemoConfig, DemoServer};
 use url::Url;
 
@@ -56,7 +64,9 @@ struct Settings {
     token_endpoint: Url,
     client_id: String,
     client_secret: String,
+    authentication: ClientAuthentication,
     scope: Option<String>,
+    resource: Option<String>,
     api_base_address: Url,
     interval: Duration,
 }
@@ -81,22 +91,74 @@ impl Settings {
                 token_endpoint: demo.token_endpoint(),
                 client_id: "m2m.short".into(),
                 client_secret: "secret".into(),
+                authentication: ClientAuthentication::default(),
                 scope: Some("api".into()),
+                resource: None,
                 api_base_address: demo.api_base(),
                 interval,
             };
             return Ok((settings, Some(demo)));
         };
+        let variable = |name: &str| env::var(name).ok().filter(|value| !value.is_empty());
+        let authentication = authentication_from(variable)?;
+        let client_secret = if authentication.method().starts_with("client_secret_") {
+            required("CLIENT_SECRET")?
+        } else {
+            String::new()
+        };
         let settings = Self {
             token_endpoint: parse_url("TOKEN_ENDPOINT", &token_endpoint)?,
             client_id: required("CLIENT_ID")?,
-            client_secret: required("CLIENT_SECRET")?,
-            scope: env::var("SCOPE").ok().filter(|scope| !scope.is_empty()),
+            client_secret,
+            authentication,
+            scope: variable("SCOPE"),
+            resource: variable("RESOURCE"),
             api_base_address: parse_url("API_BASE_ADDRESS", &required("API_BASE_ADDRESS")?)?,
             interval,
         };
         Ok((settings, None))
     }
+}
+
+/// The client authentication named by `CLIENT_AUTH_METHOD`, with its key or certificate files;
+/// `variable` reads a (non-empty) variable.
+fn authentication_from(
+    variable: impl Fn(&str) -> Option<String>,
+) -> Result<ClientAuthentication, BoxError> {
+    let method = variable("CLIENT_AUTH_METHOD").unwrap_or_else(|| "client_secret_basic".into());
+    let file = |name: &str| {
+        variable(name).ok_or_else(|| format!("{name} must be set for CLIENT_AUTH_METHOD={method}"))
+    };
+    let certificate = || -> Result<TlsClientCertificate, BoxError> {
+        Ok(TlsClientCertificate::from_files(
+            file("CLIENT_CERT_FILE")?,
+            file("CLIENT_CERT_KEY_FILE")?,
+        ))
+    };
+    Ok(match method.as_str() {
+        "client_secret_basic" => ClientAuthentication::ClientSecretBasic,
+        "client_secret_post" => ClientAuthentication::ClientSecretPost,
+        "client_secret_jwt" => ClientAuthentication::ClientSecretJwt(ClientSecretJwt::default()),
+        "private_key_jwt" => {
+            let mut key = PrivateKey::from_file(file("CLIENT_KEY_FILE")?);
+            if let Some(key_id) = variable("CLIENT_KEY_ID") {
+                key = key.with_key_id(key_id);
+            }
+            ClientAuthentication::PrivateKeyJwt(PrivateKeyJwt::new(key))
+        }
+        "tls_client_auth" => ClientAuthentication::TlsClientAuth(certificate()?),
+        "self_signed_tls_client_auth" => {
+            ClientAuthentication::SelfSignedTlsClientAuth(certificate()?)
+        }
+        "none" => ClientAuthentication::None,
+        other => {
+            return Err(format!(
+                "CLIENT_AUTH_METHOD `{other}` is not one of client_secret_basic, client_secret_post, \
+                 client_secret_jwt, private_key_jwt, tls_client_auth, self_signed_tls_client_auth, none"
+            )
+            .into());
+        }
+    })
 }
 
 fn required(name: &str) -> Result<String, BoxError> {
@@ -122,7 +184,9 @@ async fn main() -> Result<(), BoxError> {
                         address: settings.token_endpoint,
                         client_id: settings.client_id,
                         client_secret: settings.client_secret.into(),
+                        authentication: settings.authentication,
                         scope: settings.scope,
+                        resources: settings.resource.into_iter().collect(),
                         ..Default::default()
                     },
                 );
@@ -142,4 +206,69 @@ async fn main() -> Result<(), BoxError> {
         .run()
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn method(variables: &[(&str, &str)]) -> Result<ClientAuthentication, BoxError> {
+        authentication_from(|name| {
+            variables
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn the_method_and_its_files_come_from_the_environment() {
+        assert_eq!(method(&[]).unwrap().method(), "client_secret_basic");
+        for name in ["client_secret_post", "client_secret_jwt", "none"] {
+            assert_eq!(
+                method(&[("CLIENT_AUTH_METHOD", name)]).unwrap().method(),
+                name
+            );
+        }
+        let jwt = method(&[
+            ("CLIENT_AUTH_METHOD", "private_key_jwt"),
+            ("CLIENT_KEY_FILE", "/keys/client.pem"),
+            ("CLIENT_KEY_ID", "k1"),
+        ])
+        .unwrap();
+        let shown = format!("{jwt:?}");
+        assert!(
+            shown.contains("/keys/client.pem") && shown.contains("k1"),
+            "{shown}"
+        );
+        let mtls = method(&[
+            ("CLIENT_AUTH_METHOD", "tls_client_auth"),
+            ("CLIENT_CERT_FILE", "/certs/client.crt"),
+            ("CLIENT_CERT_KEY_FILE", "/certs/client.key"),
+        ])
+        .unwrap();
+        assert_eq!(mtls.method(), "tls_client_auth");
+        assert!(format!("{mtls:?}").contains("/certs/client.key"));
+    }
+
+    #[test]
+    fn a_missing_file_or_an_unknown_method_is_named() {
+        let error = method(&[("CLIENT_AUTH_METHOD", "private_key_jwt")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "CLIENT_KEY_FILE must be set for CLIENT_AUTH_METHOD=private_key_jwt"
+        );
+        let error = method(&[("CLIENT_AUTH_METHOD", "self_signed_tls_client_auth")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("CLIENT_CERT_FILE must be set")
+        );
+        let error = method(&[("CLIENT_AUTH_METHOD", "magic")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("CLIENT_AUTH_METHOD `magic` is not one of")
+        );
+    }
 }

@@ -1,3 +1,4 @@
-//! Test support: local servers.
+//! Test support: local servers, and the interop authorization server.
 
+pub mod interop;
 pub mod token_server;

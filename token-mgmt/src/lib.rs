@@ -53,6 +53,6 @@ pub mod prelude {
     };
     pub use crate::tokens::{
         AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken,
-        ClientCredentialStyle, TokenClientOptions, TokenError, TokenRequestParameters,
+        ClientAuthentication, TokenClientOptions, TokenError, TokenRequestParameters,
     };
 }

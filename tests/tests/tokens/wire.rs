@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 use token_mgmt::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, ClientCredentialStyle, TokenError,
+    AccessTokenManagementOptions, AccessTokenManagementService, ClientAuthentication, TokenError,
     TokenRequestParameters,
 };
 use token_mgmt_tests::token_server::TokenServer;
@@ -53,7 +53,7 @@ async fn post_style_sends_id_and_secret_in_the_body_and_no_header() {
     let options = options_for(&server, |client| {
         client.client_id = ODD_ID.into();
         client.client_secret = ODD_SECRET.into();
-        client.client_credential_style = ClientCredentialStyle::PostBody;
+        client.authentication = ClientAuthentication::ClientSecretPost;
     });
     let service = AccessTokenManagementService::new(options).unwrap();
     service

@@ -3,15 +3,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 use url::{Url, form_urlencoded};
 
+use super::auth::Authenticator;
 use super::error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, TokenError, cap_chars};
-use super::options::{ClientCredentialStyle, ClientSecret, TokenClientOptions, display_endpoint};
+use super::options::{TokenClientOptions, display_endpoint};
 
 /// The longest `expires_in` taken at face value (ten years); longer ones are clamped so instants
 /// cannot overflow.
@@ -20,44 +19,22 @@ const MAX_EXPIRES_IN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// What the service knows about one token client, computed once at build.
 pub(crate) struct ClientEndpoint {
     pub(crate) name: Arc<str>,
-    pub(crate) options: TokenClientOptions,
     pub(crate) url: Url,
     /// The endpoint as shown in errors and logs (no user info or query).
     pub(crate) endpoint: Arc<str>,
-    /// The precomputed `Authorization: Basic ...` value for `client_secret_basic`.
-    basic_authorization: Option<HeaderValue>,
+    /// How its requests authenticate (built once; signs a new assertion per request).
+    pub(crate) auth: Authenticator,
 }
 
 impl ClientEndpoint {
     pub(crate) fn new(name: &str, options: TokenClientOptions) -> Self {
-        let basic_authorization = match options.client_credential_style {
-            ClientCredentialStyle::AuthorizationHeader => Some(basic_authorization(
-                &options.client_id,
-                &options.client_secret,
-            )),
-            ClientCredentialStyle::PostBody => None,
-        };
         Self {
             name: name.into(),
             url: options.address.clone(),
             endpoint: display_endpoint(&options.address).into(),
-            options,
-            basic_authorization,
+            auth: Authenticator::new(name, &options),
         }
     }
-}
-
-/// `client_secret_basic` per RFC 6749 section 2.3.1: the client id and secret are each encoded with
-/// the `application/x-www-form-urlencoded` algorithm, joined by `:`, then base64-encoded.
-pub(crate) fn basic_authorization(client_id: &str, client_secret: &ClientSecret) -> HeaderValue {
-    let id: String = form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
-    let secret: String =
-        form_urlencoded::byte_serialize(client_secret.expose_secret().as_bytes()).collect();
-    let encoded = STANDARD.encode(format!("{id}:{secret}"));
-    let mut value =
-        HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is a valid header value");
-    value.set_sensitive(true);
-    value
 }
 
 /// The scope, resources and extra parameters of one request (already merged with the client's).
@@ -149,19 +126,16 @@ impl TokenEndpointClient {
         client: &ClientEndpoint,
         shape: &RequestShape,
     ) -> Result<TokenResponse, TokenError> {
-        let body = form_body(client, shape);
-        let mut request = self
-            .http
+        let request = client
+            .auth
+            .http_client(&self.http)
             .post(client.url.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .header(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/x-www-form-urlencoded"),
-            )
-            .body(body);
-        if let Some(authorization) = &client.basic_authorization {
-            request = request.header(AUTHORIZATION, authorization.clone());
-        }
+            );
+        let request = client.auth.apply(request, form_body(shape)).await?;
         let mut response = request
             .send()
             .await
@@ -223,7 +197,8 @@ fn transport(client: &ClientEndpoint, context: &'static str, error: reqwest::Err
     }
 }
 
-fn form_body(client: &ClientEndpoint, shape: &RequestShape) -> String {
+/// The grant's form fields; the client's credentials are added by [`Authenticator::apply`].
+fn form_body(shape: &RequestShape) -> String {
     let mut form = form_urlencoded::Serializer::new(String::with_capacity(128));
     form.append_pair("grant_type", "client_credentials");
     if let Some(scope) = shape.scope.as_deref().filter(|s| !s.trim().is_empty()) {
@@ -234,15 +209,6 @@ fn form_body(client: &ClientEndpoint, shape: &RequestShape) -> String {
     }
     for (name, value) in &shape.parameters {
         form.append_pair(name, value);
-    }
-    if client.options.client_credential_style == ClientCredentialStyle::PostBody {
-        form.append_pair("client_id", &client.options.client_id);
-        if !client.options.client_secret.is_empty() {
-            form.append_pair(
-                "client_secret",
-                client.options.client_secret.expose_secret(),
-            );
-        }
     }
     form.finish()
 }
@@ -349,14 +315,6 @@ fn parse_expires_in(value: &Value) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn basic_authorization_form_encodes_before_base64() {
-        let value = basic_authorization("my:client+id ü", &ClientSecret::from("p@ss word:+"));
-        let expected = STANDARD.encode("my%3Aclient%2Bid+%C3%BC:p%40ss+word%3A%2B");
-        assert_eq!(value, format!("Basic {expected}").as_str());
-        assert!(value.is_sensitive());
-    }
 
     #[test]
     fn retry_after_accepts_seconds_and_dates() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use super::auth::{CertificateError, HmacAlgorithm, KeyError};
 use crate::BoxError;
 
 /// Longest `error_description` kept from a token service response, in characters.
@@ -171,6 +172,20 @@ pub enum TokenError {
         source: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// The request's client authentication could not be produced: the
+    /// [`ClientAssertionProvider`](super::ClientAssertionProvider) failed, or the client's key or
+    /// certificate could no longer be loaded when the service was built.
+    #[error("could not authenticate the token request of client `{client}` to {endpoint}")]
+    ClientAuthentication {
+        /// The token client name.
+        client: String,
+        /// The token endpoint (without user info).
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
     /// The shared token request ended without a result (its task panicked or the runtime is
     /// shutting down).
     #[error("the token request of client `{client}` to {endpoint} was aborted before it completed")]
@@ -197,6 +212,7 @@ impl TokenError {
             | TokenError::Cache { client, .. }
             | TokenError::Unavailable { client, .. }
             | TokenError::UnsupportedTokenType { client, .. }
+            | TokenError::ClientAuthentication { client, .. }
             | TokenError::Aborted { client, .. } => client,
         }
     }
@@ -212,6 +228,7 @@ impl TokenError {
             | TokenError::MissingAccessToken { endpoint, .. }
             | TokenError::Unavailable { endpoint, .. }
             | TokenError::UnsupportedTokenType { endpoint, .. }
+            | TokenError::ClientAuthentication { endpoint, .. }
             | TokenError::Aborted { endpoint, .. } => Some(endpoint),
             TokenError::UnknownClient { .. }
             | TokenError::ReservedParameter { .. }
@@ -369,6 +386,43 @@ pub enum OptionsError {
         client: String,
         /// The offending parameter name.
         parameter: String,
+    },
+
+    /// `client_secret_jwt` needs a secret at least as long as the HMAC's hash (RFC 7518 section
+    /// 3.2).
+    #[error(
+        "token client `{client}` uses client_secret_jwt with {algorithm}, which needs a client_secret \
+         of at least {minimum} bytes"
+    )]
+    ClientSecretTooShort {
+        /// The token client name.
+        client: String,
+        /// The HMAC algorithm.
+        algorithm: HmacAlgorithm,
+        /// The shortest secret allowed, in bytes.
+        minimum: usize,
+    },
+
+    /// The `private_key_jwt` key cannot be used (unreadable, unparseable, or its algorithm does not
+    /// fit it).
+    #[error("token client `{client}`: the private_key_jwt key cannot be used")]
+    ClientKey {
+        /// The token client name.
+        client: String,
+        /// What is wrong with the key.
+        #[source]
+        source: Arc<KeyError>,
+    },
+
+    /// The mTLS client certificate cannot be used (unreadable, unparseable, or the key does not
+    /// belong to the certificate).
+    #[error("token client `{client}`: the TLS client certificate cannot be used")]
+    ClientCertificate {
+        /// The token client name.
+        client: String,
+        /// What is wrong with the certificate or key.
+        #[source]
+        source: Arc<CertificateError>,
     },
 
     /// The default HTTP client could not be built.

@@ -28,6 +28,7 @@
 //!
 //! See [`service`](AccessTokenManagementService) for caching and single-flight semantics.
 
+mod auth;
 mod cache;
 mod clock;
 mod endpoint;
@@ -40,6 +41,12 @@ mod retry;
 mod service;
 mod token;
 
+pub use auth::{
+    AssertionClaims, AssertionContext, CertificateError, ClientAssertionProvider,
+    ClientAuthentication, ClientSecretJwt, DEFAULT_ASSERTION_LIFETIME, HmacAlgorithm,
+    JWT_BEARER_ASSERTION_TYPE, KeyError, Pem, PrivateKey, PrivateKeyJwt, PrivateKeySigner,
+    SigningAlgorithm, TlsClientCertificate,
+};
 pub use cache::{
     CacheKey, ClientAccessTokenCache, DEFAULT_MAX_CACHED_TOKENS, InMemoryClientAccessTokenCache,
     PrecomputedHashBuilder, PrecomputedHasher, client_fingerprint,
@@ -49,11 +56,11 @@ pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError,
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use metrics::names as metric_names;
 pub use options::{
-    AccessTokenManagementOptions, ClientCredentialStyle, ClientOptions, ClientSecret,
-    DEFAULT_CACHE_KEY_PREFIX, DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_EXPIRY_SAFETY_MARGIN,
-    DEFAULT_FAILURE_COOLDOWN, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_MIN_FORCED_RENEWAL_INTERVAL,
-    DEFAULT_REQUEST_TIMEOUT, RESERVED_PARAMETERS, TokenClientOptions, TokenClients,
-    TokenRequestParameters, UnauthorizedRenewal, is_reserved,
+    AccessTokenManagementOptions, ClientOptions, ClientSecret, DEFAULT_CACHE_KEY_PREFIX,
+    DEFAULT_CACHE_LIFETIME_BUFFER, DEFAULT_EXPIRY_SAFETY_MARGIN, DEFAULT_FAILURE_COOLDOWN,
+    DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_MIN_FORCED_RENEWAL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,
+    RESERVED_PARAMETERS, TokenClientOptions, TokenClients, TokenRequestParameters,
+    UnauthorizedRenewal, is_reserved,
 };
 pub use retry::RetryPolicy;
 pub use service::{AccessTokenManagementService, AccessTokenManagementServiceBuilder};

@@ -22,8 +22,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use url::{Host, Url};
 
+use super::auth::ClientAuthentication;
 use super::cache::DEFAULT_MAX_CACHED_TOKENS;
 use super::error::OptionsError;
 use super::retry::RetryPolicy;
@@ -237,17 +239,21 @@ impl TokenClients {
 }
 
 /// One client credentials token client: where to ask, as whom, for what.
-#[derive(Debug, Clone)]
+///
+/// `Debug` hides the secret, a password in `address` and the values of `parameters`.
+#[derive(Clone)]
 pub struct TokenClientOptions {
     /// The token endpoint. Must be `https://`, or `http://` to a loopback host, or any `http://` with
     /// [`TokenClientOptions::allow_insecure_http`].
     pub address: Url,
     /// The client id.
     pub client_id: String,
-    /// The client secret (never printed).
+    /// The client secret (never printed). Used by `client_secret_basic` (the default),
+    /// `client_secret_post` and `client_secret_jwt`.
     pub client_secret: ClientSecret,
-    /// How the client authenticates (default: HTTP Basic, `client_secret_basic`).
-    pub client_credential_style: ClientCredentialStyle,
+    /// How the client authenticates at the token endpoint (default:
+    /// [`ClientAuthentication::ClientSecretBasic`]).
+    pub authentication: ClientAuthentication,
     /// Space-separated scopes to request (`None`: none, the token service's default).
     pub scope: Option<String>,
     /// Resource indicators (RFC 8707), one `resource` field each.
@@ -264,12 +270,36 @@ impl Default for TokenClientOptions {
             address: Url::parse(UNSET_ADDRESS).expect("static URL parses"),
             client_id: String::new(),
             client_secret: ClientSecret::default(),
-            client_credential_style: ClientCredentialStyle::default(),
+            authentication: ClientAuthentication::default(),
             scope: None,
             resources: Vec::new(),
             parameters: Vec::new(),
             allow_insecure_http: false,
         }
+    }
+}
+
+impl fmt::Debug for TokenClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut address = self.address.clone();
+        if address.password().is_some() {
+            let _ = address.set_password(Some("<redacted>"));
+        }
+        let parameters: Vec<(&str, &str)> = self
+            .parameters
+            .iter()
+            .map(|(name, _)| (name.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("TokenClientOptions")
+            .field("address", &address.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("authentication", &self.authentication)
+            .field("scope", &self.scope)
+            .field("resources", &self.resources)
+            .field("parameters", &parameters)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .finish()
     }
 }
 
@@ -292,6 +322,7 @@ impl TokenClientOptions {
                 });
             }
         }
+        problems.extend(self.authentication.problems(name, &self.client_secret));
         problems
     }
 
@@ -355,42 +386,37 @@ pub(crate) fn display_endpoint(url: &Url) -> String {
     shown.to_string()
 }
 
-/// How the client id and secret are sent to the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum ClientCredentialStyle {
-    /// `client_secret_basic`: an `Authorization: Basic` header with the id and secret
-    /// form-url-encoded, then base64-encoded (RFC 6749 section 2.3.1).
-    #[default]
-    AuthorizationHeader,
-    /// `client_secret_post`: `client_id` and `client_secret` form fields in the request body.
-    PostBody,
-}
-
-/// A client secret. `Debug` and `Display` are not implemented in a way that reveals it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct ClientSecret(String);
+/// A client secret, held in a [`SecretString`]: never shown by `Debug`, wiped from memory on drop.
+///
+/// Built from a string: `client_secret: "secret".into()`.
+#[derive(Clone, Default)]
+pub struct ClientSecret(Option<SecretString>);
 
 impl ClientSecret {
     /// Wraps a secret.
     pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
+        let secret: String = secret.into();
+        if secret.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(SecretString::from(secret)))
+        }
     }
 
     /// The secret itself. Do not log it.
     pub fn expose_secret(&self) -> &str {
-        &self.0
+        self.0.as_ref().map_or("", ExposeSecret::expose_secret)
     }
 
-    /// Whether the secret is empty (a public client).
+    /// Whether the secret is empty (a public client, or one that authenticates otherwise).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
     }
 }
 
 impl fmt::Debug for ClientSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
+        if self.is_empty() {
             f.write_str("ClientSecret(<empty>)")
         } else {
             f.write_str("ClientSecret(<redacted>)")
@@ -400,13 +426,23 @@ impl fmt::Debug for ClientSecret {
 
 impl From<&str> for ClientSecret {
     fn from(s: &str) -> Self {
-        Self(s.to_owned())
+        Self::new(s)
     }
 }
 
 impl From<String> for ClientSecret {
     fn from(s: String) -> Self {
-        Self(s)
+        Self::new(s)
+    }
+}
+
+impl From<SecretString> for ClientSecret {
+    fn from(s: SecretString) -> Self {
+        if s.expose_secret().is_empty() {
+            Self(None)
+        } else {
+            Self(Some(s))
+        }
     }
 }
 
