@@ -140,8 +140,6 @@ pub struct ClientAccessTokenHandler {
     client_name: Arc<str>,
     /// The parameters of every request without a per-request override (`force_renewal` is false).
     parameters: TokenRequestParameters,
-    /// `parameters` with `force_renewal`: used on a 401, kept ready so that path allocates nothing.
-    forced: TokenRequestParameters,
     /// The only origins tokens are sent to (none: every request is refused).
     allowed_origins: Vec<Origin>,
 }
@@ -176,7 +174,6 @@ impl ClientAccessTokenHandler {
             service,
             client_name: Arc::from(token_client_name.into()),
             parameters: TokenRequestParameters::default(),
-            forced: TokenRequestParameters::force_renewal(),
             allowed_origins: Vec::new(),
         }
     }
@@ -208,10 +205,6 @@ impl ClientAccessTokenHandler {
         self.parameters = TokenRequestParameters {
             force_renewal: false,
             ..parameters
-        };
-        self.forced = TokenRequestParameters {
-            force_renewal: true,
-            ..self.parameters.clone()
         };
         self
     }
@@ -247,19 +240,14 @@ impl ClientAccessTokenHandler {
         rejected: &ClientAccessToken,
         parameters: &TokenRequestParameters,
     ) -> Result<ClientAccessToken, TokenError> {
-        let current = self.token(&unforced(parameters)).await?;
+        let parameters = unforced(parameters);
+        let current = self.token(&parameters).await?;
         if !current.same_token(rejected) {
             return Ok(current);
         }
-        let forced = if std::ptr::eq(parameters, &self.parameters) {
-            Cow::Borrowed(&self.forced)
-        } else {
-            Cow::Owned(TokenRequestParameters {
-                force_renewal: true,
-                ..parameters.clone()
-            })
-        };
-        self.token(&forced).await
+        self.service
+            .renew_rejected_token(&self.client_name, &parameters)
+            .await
     }
 
     /// After a 401 that cannot be retried: drops `rejected` from the cache (unless it was already

@@ -168,8 +168,11 @@ struct Flight {
 enum Mode {
     /// The caller has no valid token and waits.
     Wait,
-    /// The caller's token was rejected: a new one, not the cached one.
+    /// A new token, not the cached one (`force_renewal`).
     Forced,
+    /// The caller's token was rejected by an API: a new one, at most one per key per
+    /// `min_forced_renewal_interval`.
+    Rejected,
     /// The caller has a valid token; renew it without anyone waiting.
     Background,
 }
@@ -442,10 +445,27 @@ impl AccessTokenManagementService {
             }
             // Miss: boxed so that the hit path's future stays small.
             let request = inner.default_request(client);
-            return Box::pin(Arc::clone(inner).acquire(request, parameters.force_renewal)).await;
+            return Box::pin(Arc::clone(inner).acquire(request, forced(parameters))).await;
         }
         let request = inner.request_for(client, parameters)?;
-        Box::pin(Arc::clone(inner).acquire(request, parameters.force_renewal)).await
+        Box::pin(Arc::clone(inner).acquire(request, forced(parameters))).await
+    }
+
+    /// A token to replace `client_name`'s token that an API rejected (a 401): a forced renewal,
+    /// coalesced with other callers' and rate-limited per key to one per
+    /// [`min_forced_renewal_interval`](AccessTokenManagementOptions::min_forced_renewal_interval);
+    /// within the interval, the current token (which the caller can compare with the one rejected).
+    ///
+    /// # Errors
+    ///
+    /// As [`get_client_access_token`](Self::get_client_access_token).
+    pub async fn renew_rejected_token(
+        &self,
+        client_name: &str,
+        parameters: &TokenRequestParameters,
+    ) -> Result<ClientAccessToken, TokenError> {
+        let request = self.inner.request(client_name, parameters)?;
+        Box::pin(Arc::clone(&self.inner).acquire(request, Mode::Rejected)).await
     }
 
     /// Removes the cached token of `client_name` for these parameters (`force_renewal` is ignored),
@@ -476,6 +496,14 @@ impl fmt::Debug for AccessTokenManagementService {
             .field("cache_lifetime_buffer", &self.inner.policy.buffer)
             .field("cache_key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
+    }
+}
+
+fn forced(parameters: &TokenRequestParameters) -> Mode {
+    if parameters.force_renewal {
+        Mode::Forced
+    } else {
+        Mode::Wait
     }
 }
 
@@ -595,9 +623,9 @@ impl Inner {
     async fn acquire(
         self: Arc<Self>,
         request: Request,
-        force: bool,
+        mode: Mode,
     ) -> Result<ClientAccessToken, TokenError> {
-        if !force {
+        if mode == Mode::Wait {
             if let Some(token) = self.read_cache(&request).await {
                 let now = self.clock.now();
                 match token.freshness_at(now) {
@@ -612,11 +640,10 @@ impl Inner {
             }
             metrics::count(names::CACHE_MISSES, &request.client.endpoint.name);
         }
-        let mode = if force { Mode::Forced } else { Mode::Wait };
         let mut result = match self.start(&request, mode) {
             Started::Wait(result) => result,
             Started::Failed(error) => return Err(error),
-            Started::RateLimited => return Box::pin(self.acquire(request, false)).await,
+            Started::RateLimited => return Box::pin(self.acquire(request, Mode::Wait)).await,
             Started::Nothing { .. } => unreachable!("only background starts do nothing"),
         };
         let outcome = match result.wait_for(Option::is_some).await {
@@ -669,20 +696,22 @@ impl Inner {
                     };
                 }
             }
-            Mode::Forced => {
+            Mode::Forced | Mode::Rejected => {
                 if let Some(flight) = state.flight.as_ref().filter(|f| f.forced) {
                     return Started::Wait(flight.result.clone());
                 }
-                let recent = state
-                    .last_forced
-                    .is_some_and(|at| now < at.saturating_add(self.policy.min_forced_interval));
-                if recent {
-                    return Started::RateLimited;
+                if mode == Mode::Rejected {
+                    let recent = state
+                        .last_forced
+                        .is_some_and(|at| now < at.saturating_add(self.policy.min_forced_interval));
+                    if recent {
+                        return Started::RateLimited;
+                    }
+                    state.last_forced = Some(now);
                 }
-                state.last_forced = Some(now);
             }
         }
-        let forced = mode == Mode::Forced;
+        let forced = matches!(mode, Mode::Forced | Mode::Rejected);
         let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = watch::channel(None);
         state.flight = Some(Flight {
