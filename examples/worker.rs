@@ -48,8 +48,12 @@ impl BackgroundService for ApiWorker {
                 "Worker running at: {}",
                 humantime::format_rfc3339_seconds(SystemTime::now())
             );
-            let response = client.get_string("test").await?;
-            tracing::info!("API response: {response}");
+            // A failed call (the API or the identity provider is down) is logged and retried at the
+            // next tick; return the error instead to stop the host.
+            match client.get_string("test").await {
+                Ok(response) => tracing::info!("API response: {response}"),
+                Err(error) => tracing::warn!("API call failed: {}", error_chain(&error)),
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.interval) => {}
                 _ = stopping.cancelled() => {}

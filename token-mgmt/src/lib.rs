@@ -45,7 +45,7 @@ pub mod prelude {
     };
     pub use crate::hosting::{
         ApplicationLifetime, BackgroundService, Host, HostBuilder, HostBuilderContext, HostError,
-        HostedServiceExt, WorkerError,
+        HostedServiceExt, WorkerError, error_chain,
     };
     pub use crate::http::{HttpClient, HttpClientFactory, HttpClientOptions, HttpError};
     pub use crate::registration::{
