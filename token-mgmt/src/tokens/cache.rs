@@ -191,7 +191,23 @@ pub trait ClientAccessTokenCache: Send + Sync + 'static {
 
     /// Removes the token stored under `key`.
     async fn delete(&self, key: &CacheKey) -> Result<(), BoxError>;
+
+    /// Called by the service just before it requests a token for `key` from the token endpoint
+    /// (after finding no usable token in this cache). A cache shared by several processes can
+    /// coordinate them here: take a lock for the key (returned as a guard, which the service drops
+    /// once it has stored the new token), or wait until another process stored a token and return
+    /// `None`; the service then reads the cache again before requesting. The default does nothing.
+    ///
+    /// An error is logged and the request proceeds (a cache outage never stops token requests).
+    async fn lock_for_request(&self, key: &CacheKey) -> Result<Option<RequestLock>, BoxError> {
+        let _ = key;
+        Ok(None)
+    }
 }
+
+/// A cache's lock on a key while this process requests its token (see
+/// [`ClientAccessTokenCache::lock_for_request`]); released when dropped.
+pub type RequestLock = Box<dyn Send + Sync>;
 
 /// Default [`InMemoryClientAccessTokenCache`] capacity: 10,000 tokens.
 pub const DEFAULT_MAX_CACHED_TOKENS: usize = 10_000;

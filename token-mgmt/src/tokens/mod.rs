@@ -49,7 +49,7 @@ pub use auth::{
 };
 pub use cache::{
     CacheKey, ClientAccessTokenCache, DEFAULT_MAX_CACHED_TOKENS, InMemoryClientAccessTokenCache,
-    PrecomputedHashBuilder, PrecomputedHasher, client_fingerprint,
+    PrecomputedHashBuilder, PrecomputedHasher, RequestLock, client_fingerprint,
 };
 pub use clock::{Clock, ManualClock, Sleep, Stamp, SystemClock};
 pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};

@@ -767,6 +767,25 @@ impl Inner {
                 }
             }
         }
+        let lock = match self.cache.lock_for_request(&request.key).await {
+            Ok(lock) => lock,
+            Err(error) => {
+                tracing::warn!(
+                    client = %request.client.endpoint.name,
+                    error = %error,
+                    "token cache lock failed; requesting without it"
+                );
+                None
+            }
+        };
+        if !forced && lock.is_none() {
+            // Another process may have stored a token while this one waited.
+            if let Some(token) = self.read_cache(request).await {
+                if token.freshness_at(self.clock.now()) == Freshness::Fresh {
+                    return Ok(token);
+                }
+            }
+        }
         let token = self.request_with_retries(request).await?;
         if let Some(previous) = previous.as_ref().filter(|_| !forced) {
             // A background renewal keeps the key's last use: an unused key still ages out.
@@ -786,6 +805,7 @@ impl Inner {
                 self.renewals.schedule(self, request, &token);
             }
         }
+        drop(lock);
         Ok(token)
     }
 
