@@ -295,11 +295,7 @@ impl ClientAccessTokenHandler {
     /// Refuses a request to an origin tokens may not go to.
     fn check_origin(&self, url: &Url) -> Result<(), ForeignOriginError> {
         let origin = url.origin();
-        if self
-            .allowed_origins
-            .iter()
-            .any(|allowed| *allowed == origin)
-        {
+        if self.allowed_origins.contains(&origin) {
             return Ok(());
         }
         let allowed: Vec<String> = self
