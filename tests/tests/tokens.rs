@@ -11,6 +11,7 @@ mod tokens {
     mod expiry;
     mod hot_path;
     mod options;
+    mod runtime_clients;
     mod wire;
 }
 

@@ -285,7 +285,7 @@ fn build_http_client_factory(provider: &ServiceProvider) -> Result<HttpClientFac
         let service = provider.get_required::<AccessTokenManagementService>()?;
         for (http_client, token_client) in token_clients {
             let token_client = match token_client {
-                Some(name) => name.as_str(),
+                Some(name) => name.clone(),
                 None => service.default_client_name().ok_or_else(|| {
                     format!("HTTP client `{http_client}` names no token client and there is not exactly one")
                 })?,

@@ -251,18 +251,15 @@ async fn an_unknown_token_type_is_a_typed_error_and_not_cached() {
 async fn with_one_client_it_is_the_default() {
     let server = TokenServer::start();
     let service = service_for(&server);
-    assert_eq!(service.default_client_name(), Some(CLIENT));
-    assert_eq!(service.client_names().collect::<Vec<_>>(), vec![CLIENT]);
+    assert_eq!(service.default_client_name().as_deref(), Some(CLIENT));
+    assert_eq!(service.client_names(), vec![CLIENT]);
 
     let mut options = AccessTokenManagementOptions::default();
     options.client.clients.add("one", server.client_options());
     options.client.clients.add("two", server.client_options());
     let service = AccessTokenManagementService::new(options).unwrap();
     assert_eq!(service.default_client_name(), None);
-    assert_eq!(
-        service.client_names().collect::<Vec<_>>(),
-        vec!["one", "two"]
-    );
+    assert_eq!(service.client_names(), vec!["one", "two"]);
     // Different clients never share a token.
     let one = service
         .get_client_access_token("one", &defaults())

@@ -433,6 +433,13 @@ pub enum OptionsError {
         source: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// A run-time change names a token client that is not registered.
+    #[error("token client `{client}` is not registered")]
+    UnknownClient {
+        /// The token client name.
+        client: String,
+    },
+
     /// The process's shared token runtime could not be started.
     #[error("could not start the runtime for token requests")]
     Runtime {

@@ -52,6 +52,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
@@ -66,7 +67,8 @@ use super::endpoint::{ClientEndpoint, RequestShape, TokenEndpointClient, TokenRe
 use super::error::{OptionsError, TokenError};
 use super::metrics::{self, names};
 use super::options::{
-    AccessTokenManagementOptions, TokenRequestParameters, UnauthorizedRenewal, is_reserved,
+    AccessTokenManagementOptions, TokenClientOptions, TokenRequestParameters, UnauthorizedRenewal,
+    is_reserved,
 };
 use super::refresh::RenewalScheduler;
 use super::retry::{RetryPolicy, random_up_to};
@@ -87,9 +89,8 @@ pub struct AccessTokenManagementService {
 }
 
 pub(crate) struct Inner {
-    clients: Vec<Arc<ClientState>>,
-    /// Client names are configuration, not attacker input: a fast (still seeded) hash suits them.
-    index: HashMap<Box<str>, Arc<ClientState>, foldhash::fast::RandomState>,
+    /// The token clients; replaced whole when a client is added, replaced or removed at run time.
+    clients: ArcSwap<ClientTable>,
     cache: Arc<dyn ClientAccessTokenCache>,
     endpoint: TokenEndpointClient,
     pub(crate) clock: Arc<dyn Clock>,
@@ -98,6 +99,8 @@ pub(crate) struct Inner {
     key_prefix: String,
     keys: DashMap<CacheKey, KeyState, PrecomputedHashBuilder>,
     sweep_threshold: AtomicUsize,
+    /// Serialises run-time client changes.
+    client_changes: std::sync::Mutex<()>,
     next_flight_id: AtomicU64,
     renewals: RenewalScheduler,
 }
@@ -114,12 +117,77 @@ pub(crate) struct Policy {
     renew_on_unauthorized: UnauthorizedRenewal,
 }
 
+/// The registered clients, in registration order, with an index by name.
+#[derive(Default)]
+struct ClientTable {
+    clients: Vec<Arc<ClientState>>,
+    /// Client names are configuration, not attacker input: a fast (still seeded) hash suits them.
+    index: HashMap<Box<str>, Arc<ClientState>, foldhash::fast::RandomState>,
+}
+
+impl ClientTable {
+    fn new(clients: Vec<Arc<ClientState>>) -> Self {
+        let index = clients
+            .iter()
+            .map(|c| (Box::from(&*c.endpoint.name), Arc::clone(c)))
+            .collect();
+        Self { clients, index }
+    }
+
+    #[inline]
+    fn get(&self, name: &str) -> Option<&Arc<ClientState>> {
+        if self.clients.len() <= LINEAR_LOOKUP_MAX {
+            self.clients.iter().find(|c| &*c.endpoint.name == name)
+        } else {
+            self.index.get(name)
+        }
+    }
+
+    fn unknown(&self, name: &str) -> TokenError {
+        TokenError::UnknownClient {
+            name: name.to_owned(),
+            known: self
+                .clients
+                .iter()
+                .map(|c| c.endpoint.name.to_string())
+                .collect(),
+        }
+    }
+}
+
 pub(crate) struct ClientState {
     pub(crate) endpoint: ClientEndpoint,
     fingerprint: String,
     default_shape: RequestShape,
     default_key: CacheKey,
     hits: ::metrics::Counter,
+}
+
+/// What [`Inner::change_clients`] does.
+enum ClientChange {
+    Add,
+    Replace,
+    Remove,
+}
+
+impl ClientState {
+    fn new(name: &str, options: TokenClientOptions, key_prefix: &str) -> Self {
+        let fingerprint = client_fingerprint(options.address.as_str(), &options.client_id);
+        let default_shape = RequestShape {
+            scope: options.scope.clone(),
+            resources: options.resources.clone(),
+            parameters: options.parameters.clone(),
+        };
+        let default_key = key_for(key_prefix, name, &fingerprint, &default_shape);
+        let endpoint = ClientEndpoint::new(name, options);
+        Self {
+            endpoint,
+            fingerprint,
+            default_shape,
+            default_key,
+            hits: metrics::cache_hits(name),
+        }
+    }
 }
 
 /// One token request: which client, under which key, with which shape (`None`: the client's
@@ -255,32 +323,12 @@ impl AccessTokenManagementServiceBuilder {
             .entries()
             .iter()
             .map(|(name, client_options)| {
-                let endpoint = ClientEndpoint::new(name, client_options.clone());
-                let fingerprint =
-                    client_fingerprint(endpoint.url.as_str(), &client_options.client_id);
-                let default_shape = RequestShape {
-                    scope: client_options.scope.clone(),
-                    resources: client_options.resources.clone(),
-                    parameters: client_options.parameters.clone(),
-                };
-                let default_key = key_for(
-                    &options.cache_key_prefix,
+                Arc::new(ClientState::new(
                     name,
-                    &fingerprint,
-                    &default_shape,
-                );
-                Arc::new(ClientState {
-                    endpoint,
-                    fingerprint,
-                    default_shape,
-                    default_key,
-                    hits: metrics::cache_hits(name),
-                })
+                    client_options.clone(),
+                    &options.cache_key_prefix,
+                ))
             })
-            .collect();
-        let index = clients
-            .iter()
-            .map(|c| (Box::from(&*c.endpoint.name), Arc::clone(c)))
             .collect();
         let cache = self.cache.unwrap_or_else(|| {
             Arc::new(InMemoryClientAccessTokenCache::with_max_entries(
@@ -289,8 +337,7 @@ impl AccessTokenManagementServiceBuilder {
         });
         Ok(AccessTokenManagementService {
             inner: Arc::new(Inner {
-                clients,
-                index,
+                clients: ArcSwap::from_pointee(ClientTable::new(clients)),
                 cache,
                 endpoint: TokenEndpointClient::new(
                     http,
@@ -313,6 +360,7 @@ impl AccessTokenManagementServiceBuilder {
                 key_prefix: options.cache_key_prefix,
                 keys: DashMap::default(),
                 sweep_threshold: AtomicUsize::new(MIN_SWEEP_THRESHOLD),
+                client_changes: std::sync::Mutex::new(()),
                 next_flight_id: AtomicU64::new(1),
                 renewals: RenewalScheduler::default(),
             }),
@@ -366,17 +414,60 @@ impl AccessTokenManagementService {
     }
 
     /// The registered token client names, in registration order.
-    pub fn client_names(&self) -> impl Iterator<Item = &str> {
-        self.inner.clients.iter().map(|c| &*c.endpoint.name)
+    pub fn client_names(&self) -> Vec<String> {
+        let table = self.inner.clients.load();
+        table
+            .clients
+            .iter()
+            .map(|c| c.endpoint.name.to_string())
+            .collect()
     }
 
     /// The only registered client's name, when exactly one is registered (then a token client name
     /// may be omitted wherever one is asked for).
-    pub fn default_client_name(&self) -> Option<&str> {
-        match self.inner.clients.as_slice() {
-            [only] => Some(&only.endpoint.name),
+    pub fn default_client_name(&self) -> Option<String> {
+        match self.inner.clients.load().clients.as_slice() {
+            [only] => Some(only.endpoint.name.to_string()),
             _ => None,
         }
+    }
+
+    /// Registers a token client while the service runs (a tenant that just signed up, say), with
+    /// the same validation as at build.
+    ///
+    /// # Errors
+    ///
+    /// [`OptionsError`] for invalid options or a name already registered.
+    pub fn add_client(&self, name: &str, options: TokenClientOptions) -> Result<(), OptionsError> {
+        self.inner
+            .change_clients(name, Some(options), ClientChange::Add)
+    }
+
+    /// Replaces the options of a registered token client (a rotated secret, another scope). Cached
+    /// tokens are kept when the request is unchanged (same endpoint, client id, scope, resources and
+    /// parameters: a new secret or key alone keeps valid tokens); otherwise the client's tokens are
+    /// never served again. Calls already in progress finish with the options they started with.
+    ///
+    /// # Errors
+    ///
+    /// [`OptionsError`] for invalid options or a name that is not registered.
+    pub fn replace_client(
+        &self,
+        name: &str,
+        options: TokenClientOptions,
+    ) -> Result<(), OptionsError> {
+        self.inner
+            .change_clients(name, Some(options), ClientChange::Replace)
+    }
+
+    /// Removes a token client: later calls for it (and HTTP clients bound to it) fail with
+    /// [`TokenError::UnknownClient`] naming it, and its tokens are never served again.
+    ///
+    /// # Errors
+    ///
+    /// [`OptionsError::UnknownClient`] for a name that is not registered.
+    pub fn remove_client(&self, name: &str) -> Result<(), OptionsError> {
+        self.inner.change_clients(name, None, ClientChange::Remove)
     }
 
     /// The token cache in use.
@@ -424,7 +515,10 @@ impl AccessTokenManagementService {
         parameters: &TokenRequestParameters,
     ) -> Result<ClientAccessToken, TokenError> {
         let inner = &self.inner;
-        let client = inner.client(client_name)?;
+        let table = inner.clients.load();
+        let client = table
+            .get(client_name)
+            .ok_or_else(|| table.unknown(client_name))?;
         if parameters.is_client_default() {
             if !parameters.force_renewal {
                 if let Some(token) = inner.cache.get_cached(&client.default_key) {
@@ -492,7 +586,7 @@ impl AccessTokenManagementService {
 impl fmt::Debug for AccessTokenManagementService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessTokenManagementService")
-            .field("clients", &self.client_names().collect::<Vec<_>>())
+            .field("clients", &self.client_names())
             .field("cache_lifetime_buffer", &self.inner.policy.buffer)
             .field("cache_key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
@@ -549,21 +643,84 @@ impl ClientState {
 }
 
 impl Inner {
-    #[inline]
-    fn client(&self, name: &str) -> Result<&Arc<ClientState>, TokenError> {
-        let found = if self.clients.len() <= LINEAR_LOOKUP_MAX {
-            self.clients.iter().find(|c| &*c.endpoint.name == name)
-        } else {
-            self.index.get(name)
-        };
-        found.ok_or_else(|| TokenError::UnknownClient {
-            name: name.to_owned(),
-            known: self
-                .clients
-                .iter()
-                .map(|c| c.endpoint.name.to_string())
-                .collect(),
-        })
+    fn client(&self, name: &str) -> Result<Arc<ClientState>, TokenError> {
+        let table = self.clients.load();
+        table.get(name).cloned().ok_or_else(|| table.unknown(name))
+    }
+
+    /// Adds, replaces or removes a client: a new table is swapped in (under a lock, so concurrent
+    /// changes do not lose each other), and tokens of a request that no longer exists are dropped.
+    fn change_clients(
+        &self,
+        name: &str,
+        options: Option<TokenClientOptions>,
+        change: ClientChange,
+    ) -> Result<(), OptionsError> {
+        if let Some(options) = &options {
+            let mut problems = options.problems(name);
+            match problems.len() {
+                0 => {}
+                1 => return Err(problems.remove(0)),
+                _ => return Err(OptionsError::Multiple(problems)),
+            }
+        }
+        let _serialised = self
+            .client_changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let table = self.clients.load_full();
+        let existing = table.get(name).cloned();
+        match (&change, &existing) {
+            (ClientChange::Add, Some(_)) => {
+                return Err(OptionsError::DuplicateClient {
+                    client: name.to_owned(),
+                });
+            }
+            (ClientChange::Replace | ClientChange::Remove, None) => {
+                return Err(OptionsError::UnknownClient {
+                    client: name.to_owned(),
+                });
+            }
+            _ => {}
+        }
+        let replacement =
+            options.map(|options| Arc::new(ClientState::new(name, options, &self.key_prefix)));
+        let mut clients: Vec<Arc<ClientState>> = table
+            .clients
+            .iter()
+            .filter(|c| &*c.endpoint.name != name)
+            .cloned()
+            .collect();
+        match (&existing, &replacement) {
+            (Some(old), Some(new)) => {
+                let at = table
+                    .clients
+                    .iter()
+                    .position(|c| Arc::ptr_eq(c, old))
+                    .unwrap_or(clients.len());
+                clients.insert(at, Arc::clone(new));
+            }
+            (None, Some(new)) => clients.push(Arc::clone(new)),
+            _ => {}
+        }
+        self.clients.store(Arc::new(ClientTable::new(clients)));
+        // A token of a request that is gone is never served again (its key is unreachable); drop
+        // the default one now rather than waiting for the idle eviction.
+        if let Some(old) = existing {
+            let unchanged = replacement
+                .as_ref()
+                .is_some_and(|new| new.default_key == old.default_key);
+            if !unchanged {
+                let cache = Arc::clone(&self.cache);
+                let key = old.default_key.clone();
+                drop(self.runtime.spawn(async move {
+                    if let Err(error) = cache.delete(&key).await {
+                        tracing::debug!(%error, "could not drop the token of a changed client");
+                    }
+                }));
+            }
+        }
+        Ok(())
     }
 
     fn default_request(&self, client: &Arc<ClientState>) -> Request {
@@ -601,7 +758,7 @@ impl Inner {
         parameters: &TokenRequestParameters,
     ) -> Result<Request, TokenError> {
         let client = self.client(client_name)?;
-        self.request_for(client, parameters)
+        self.request_for(&client, parameters)
     }
 
     /// A due token is served at once; its renewal starts in the background.

@@ -1,0 +1,139 @@
+//! Token clients added, replaced and removed while the service runs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use token_mgmt::tokens::{AccessTokenManagementService, OptionsError, TokenError};
+use token_mgmt_tests::token_server::TokenServer;
+
+use crate::{CLIENT, defaults, options_for};
+
+async fn token(service: &AccessTokenManagementService, client: &str) -> Result<String, TokenError> {
+    service
+        .get_client_access_token(client, &defaults())
+        .await
+        .map(|token| token.access_token().to_owned())
+}
+
+#[tokio::test]
+async fn a_client_added_at_run_time_gets_tokens_and_is_validated_like_at_build() {
+    let server = TokenServer::start();
+    let service = AccessTokenManagementService::new(options_for(&server, |_| {})).unwrap();
+    let mut tenant = server.client_options();
+    tenant.scope = Some("tenant".into());
+    service.add_client("tenant", tenant.clone()).unwrap();
+    assert_eq!(token(&service, "tenant").await.unwrap(), "tok-1-tenant-");
+    assert_eq!(service.client_names(), vec![CLIENT, "tenant"]);
+
+    let again = service.add_client("tenant", tenant.clone()).unwrap_err();
+    assert!(matches!(again, OptionsError::DuplicateClient { ref client } if client == "tenant"));
+    tenant.client_id = String::new();
+    let invalid = service.add_client("other", tenant).unwrap_err();
+    assert!(matches!(invalid, OptionsError::EmptyClientId { ref client } if client == "other"));
+    assert_eq!(service.client_names(), vec![CLIENT, "tenant"]);
+}
+
+#[tokio::test]
+async fn a_rotated_secret_keeps_the_cached_token_and_a_new_scope_does_not() {
+    let server = TokenServer::start();
+    let service = AccessTokenManagementService::new(options_for(&server, |c| {
+        c.scope = Some("a".into());
+    }))
+    .unwrap();
+    assert_eq!(token(&service, CLIENT).await.unwrap(), "tok-1-a-");
+
+    let mut rotated = server.client_options();
+    rotated.scope = Some("a".into());
+    rotated.client_secret = "rotated".into();
+    service.replace_client(CLIENT, rotated.clone()).unwrap();
+    assert_eq!(
+        token(&service, CLIENT).await.unwrap(),
+        "tok-1-a-",
+        "still valid"
+    );
+    assert_eq!(server.request_count(), 1);
+
+    rotated.scope = Some("b".into());
+    service.replace_client(CLIENT, rotated).unwrap();
+    assert_eq!(token(&service, CLIENT).await.unwrap(), "tok-2-b-");
+    assert_eq!(server.request_count(), 2);
+
+    let unknown = service
+        .replace_client("missing", server.client_options())
+        .unwrap_err();
+    assert!(matches!(unknown, OptionsError::UnknownClient { ref client } if client == "missing"));
+}
+
+#[tokio::test]
+async fn a_removed_client_fails_with_a_typed_error_naming_it() {
+    let server = TokenServer::start();
+    let service = AccessTokenManagementService::new(options_for(&server, |_| {})).unwrap();
+    token(&service, CLIENT).await.unwrap();
+    service.remove_client(CLIENT).unwrap();
+    let error = token(&service, CLIENT).await.unwrap_err();
+    assert!(
+        matches!(&error, TokenError::UnknownClient { name, .. } if name == CLIENT),
+        "{error:?}"
+    );
+    assert!(matches!(
+        service.remove_client(CLIENT).unwrap_err(),
+        OptionsError::UnknownClient { .. }
+    ));
+    // Added back with the same request: a token again (the same key, so possibly the cached one).
+    service.add_client(CLIENT, server.client_options()).unwrap();
+    assert!(token(&service, CLIENT).await.unwrap().starts_with("tok-"));
+}
+
+/// 32 tasks call in a loop while the client's scope is replaced: once `replace_client` has
+/// returned, no call that starts gets a token of the old scope; one token request per scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_concurrent_use_no_call_after_a_replace_gets_the_old_request_token() {
+    let server = TokenServer::start();
+    let service = AccessTokenManagementService::new(options_for(&server, |c| {
+        c.scope = Some("old".into());
+    }))
+    .unwrap();
+    token(&service, CLIENT).await.unwrap();
+    let replaced = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..32)
+        .map(|_| {
+            let (service, replaced, stop) = (service.clone(), replaced.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut calls = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    let after_replace = replaced.load(Ordering::SeqCst);
+                    let token = token(&service, CLIENT).await.expect("a token");
+                    if after_replace {
+                        assert!(
+                            token.ends_with("-new-"),
+                            "old request's token after replace: {token}"
+                        );
+                    }
+                    calls += 1;
+                    tokio::task::yield_now().await;
+                }
+                calls
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    let mut replacement = server.client_options();
+    replacement.scope = Some("new".into());
+    service.replace_client(CLIENT, replacement).unwrap();
+    replaced.store(true, Ordering::SeqCst);
+    // Let every caller make calls after the replace.
+    while server.request_count() < 2 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for caller in callers {
+        assert!(caller.await.unwrap() > 0);
+    }
+    assert_eq!(server.request_count(), 2, "one token request per scope");
+}
