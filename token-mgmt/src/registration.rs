@@ -39,6 +39,7 @@ use crate::tokens::{
 crate::inject_by_clone!(HttpClientFactory, AccessTokenManagementService);
 
 /// `#[inject(client = "name")]` on an [`HttpClient`] field: the factory's client of that name.
+#[diagnostic::do_not_recommend]
 impl NamedService for HttpClient {
     fn from_provider_named(provider: &ServiceProvider, name: &str) -> Result<Self, ResolveError> {
         let factory = provider.get_required::<HttpClientFactory>()?;
@@ -70,12 +71,18 @@ struct Registrations {
 pub trait TokenManagementServiceCollectionExt {
     /// Registers the [`AccessTokenManagementService`] (and its in-memory token cache) configured by
     /// `configure`. Calling it again configures the same options further.
+    #[doc(alias(
+        "AddClientCredentialsTokenManagement",
+        "AddAccessTokenManagement",
+        "AddClientAccessTokenManagement"
+    ))]
     fn add_access_token_management<F>(&mut self, configure: F) -> &mut Self
     where
         F: FnOnce(&mut AccessTokenManagementOptions) -> Result<(), BoxError>;
 
     /// Registers a named HTTP client, available from [`HttpClientFactory::create_client`] and as an
     /// `#[inject(client = "name")]` field. Registering a name again configures the same client.
+    #[doc(alias = "AddHttpClient")]
     fn add_http_client<F>(&mut self, name: &str, configure: F) -> HttpClientBuilder<'_>
     where
         F: FnOnce(&mut HttpClientOptions) -> Result<(), BoxError>;
@@ -84,6 +91,13 @@ pub trait TokenManagementServiceCollectionExt {
     /// `token_client_name` (`None`: the only registered token client), through a
     /// [`ClientAccessTokenHandler`] placed innermost in the middleware chain, so middleware added
     /// with [`HttpClientBuilder::with`] (retries, say) wrap it and every attempt gets a valid token.
+    #[doc(alias(
+        "AddClientCredentialsHttpClient",
+        "AddClientAccessTokenClient",
+        "AddClientAccessTokenHttpClient",
+        "AddClientCredentialsTokenHandler",
+        "AddClientAccessTokenHandler"
+    ))]
     fn add_client_access_token_client<F>(
         &mut self,
         name: &str,

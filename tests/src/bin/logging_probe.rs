@@ -13,9 +13,9 @@ fn main() {
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
             .without_time()
-            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(|writer, _field, value| {
-                write!(writer, "preset: {value:?}")
-            }))
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+                |writer, _field, value| write!(writer, "preset: {value:?}"),
+            ))
             .init(),
         other => panic!("usage: logging_probe default|preset (got {other:?})"),
     }

@@ -86,6 +86,7 @@ pub fn resolve_by_clone<T: Clone + Send + Sync + 'static>(
 #[macro_export]
 macro_rules! inject_by_clone {
     ($($ty:ty),+ $(,)?) => {$(
+        #[diagnostic::do_not_recommend]
         impl $crate::di::FromProvider for $ty {
             fn from_provider(
                 provider: &$crate::di::ServiceProvider,
@@ -100,6 +101,7 @@ macro_rules! inject_by_clone {
     )+};
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: Send + Sync + 'static> FromProvider for Arc<T> {
     fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
         provider.get_required::<T>()
@@ -110,6 +112,7 @@ impl<T: Send + Sync + 'static> FromProvider for Arc<T> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: Send + Sync + 'static> FromProvider for Option<Arc<T>> {
     fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
         if provider.contains::<T>() {
@@ -124,6 +127,7 @@ impl<T: Send + Sync + 'static> FromProvider for Option<Arc<T>> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl FromProvider for ServiceProvider {
     fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
         Ok(provider.clone())

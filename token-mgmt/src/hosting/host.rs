@@ -49,6 +49,7 @@ impl Host {
     /// subscriber writing to stdout: filtered by `RUST_LOG` (default level `info`), coloured only
     /// when stdout is a terminal and `NO_COLOR` is unset. A global subscriber that is already set
     /// is left in place. Without the feature this is [`Host::builder`].
+    #[doc(alias = "CreateDefaultBuilder")]
     pub fn create_default_builder() -> HostBuilder {
         #[cfg(feature = "logging")]
         install_default_subscriber();
@@ -76,6 +77,7 @@ impl Host {
     ///
     /// Returns the first worker failure (under [`WorkerFailurePolicy::StopHost`]) or
     /// [`HostError::ShutdownTimeout`] naming the workers that did not stop in time.
+    #[doc(alias = "RunAsync")]
     pub async fn run(self) -> Result<(), HostError> {
         self.start()?.wait().await
     }

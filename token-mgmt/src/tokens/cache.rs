@@ -151,6 +151,7 @@ pub type PrecomputedHashBuilder = BuildHasherDefault<PrecomputedHasher>;
 ///
 /// The trait is dyn-compatible (used as `Arc<dyn ClientAccessTokenCache>`).
 #[async_trait]
+#[doc(alias("IClientCredentialsTokenCache", "IClientAccessTokenCache"))]
 pub trait ClientAccessTokenCache: Send + Sync + 'static {
     /// Synchronous fast path, tried before [`get`](Self::get). A cache that can answer without
     /// waiting (in memory) returns the token here, which spares the caller a boxed future; a remote
@@ -181,6 +182,7 @@ pub trait ClientAccessTokenCache: Send + Sync + 'static {
 /// stored directly with [`set`](ClientAccessTokenCache::set) stays unarmed and its freshness is
 /// decided by reading the tokio clock, which is just as correct.
 #[derive(Default)]
+#[doc(alias = "DistributedClientCredentialsTokenCache")]
 pub struct InMemoryClientAccessTokenCache {
     map: DashMap<CacheKey, ClientAccessToken, PrecomputedHashBuilder>,
 }

@@ -78,6 +78,12 @@ const LINEAR_LOOKUP_MAX: usize = 8;
 /// from the token service when it must, with one request per cache key however many callers ask at
 /// once. Cheap to clone (one `Arc`).
 #[derive(Clone)]
+#[doc(alias(
+    "ClientCredentialsTokenManagementService",
+    "IClientCredentialsTokenManagementService",
+    "IClientAccessTokenManagementService",
+    "IAccessTokenManagementService"
+))]
 pub struct AccessTokenManagementService {
     inner: Arc<Inner>,
 }
@@ -250,6 +256,7 @@ impl AccessTokenManagementService {
     /// [`TokenError::UnknownClient`] for an unregistered name, [`TokenError::ReservedParameter`] for a
     /// per-call parameter the request sets itself, and otherwise the failure of the token request
     /// (never cached: the next call tries again).
+    #[doc(alias("GetAccessTokenAsync", "GetClientAccessTokenAsync"))]
     pub async fn get_client_access_token(
         &self,
         client_name: &str,
@@ -320,6 +327,7 @@ impl AccessTokenManagementService {
     ///
     /// [`TokenError::UnknownClient`], [`TokenError::ReservedParameter`], or [`TokenError::Cache`] when
     /// the cache backend fails.
+    #[doc(alias("DeleteAccessTokenAsync", "DeleteClientAccessTokenAsync"))]
     pub async fn delete_client_access_token(
         &self,
         client_name: &str,

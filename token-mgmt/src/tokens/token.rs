@@ -14,6 +14,7 @@ use tokio::time::Instant;
 /// `Debug` never shows the token. The `Authorization` header value is computed once, when the token is
 /// received, and is marked sensitive.
 #[derive(Clone)]
+#[doc(alias = "ClientCredentialsToken")]
 pub struct ClientAccessToken {
     inner: Arc<Inner>,
 }
