@@ -32,7 +32,9 @@
 //! `default-features = false` plus one TLS feature; without any TLS feature only `http://`
 //! endpoints can be reached. A library that brings its own logging set-up turns `logging` off.
 //! `rustls-ring` installs ring as the process's default rustls crypto provider when the crate
-//! builds its first HTTP client, unless a provider is already installed.
+//! builds its first HTTP client, unless a provider is already installed; a `reqwest::Client` the
+//! application builds itself before that (for the middleware on its own, say) needs the provider
+//! installed first: `rustls::crypto::ring::default_provider().install_default()`.
 //!
 //! [`HttpClientFactory`]: http::HttpClientFactory
 
