@@ -20,13 +20,15 @@
 //!
 //! # Cargo features
 //!
-//! | feature | default | what |
-//! | --- | --- | --- |
-//! | `hosting` | yes | `di`, `hosting`, `registration`, `#[derive(Worker)]` and the [`prelude`] |
-//! | `logging` | yes | `Host::create_default_builder` installs a `tracing-subscriber` fmt subscriber (implies `hosting`) |
-//! | `rustls` | yes | TLS through rustls with the aws-lc-rs crypto provider |
-//! | `rustls-ring` | no | TLS through rustls with the ring crypto provider |
-//! | `native-tls` | no | TLS through the platform's library (OpenSSL on Linux) |
+//! | feature | default | what | fresh debug build of the crate* |
+//! | --- | --- | --- | --- |
+//! | `hosting` | yes | `di`, `hosting`, `registration`, `#[derive(Worker)]` and the [`prelude`] | with `logging`: +7 s over the core |
+//! | `logging` | yes | `Host::create_default_builder` installs a `tracing-subscriber` fmt subscriber (implies `hosting`) | (above) |
+//! | `rustls` | yes | TLS through rustls with the aws-lc-rs crypto provider (builds aws-lc's C code) | core: 44 s |
+//! | `rustls-ring` | no | TLS through rustls with the ring crypto provider | core: 33 s |
+//! | `native-tls` | no | TLS through the platform's library (OpenSSL on Linux, with its headers) | core: 30 s |
+//!
+//! \* Wall time on 2 cores (BENCHMARKS.md); the default features build in 51 s.
 //!
 //! The core (tokens, cache, endpoint client, middleware, HTTP client factory) builds with
 //! `default-features = false` plus one TLS feature; without any TLS feature only `http://`
