@@ -2,3 +2,9 @@
 
 pub mod interop;
 pub mod token_server;
+
+/// README.md's Rust blocks, compiled (and run, unless marked `no_run`) as this crate's doc tests, so
+/// that the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

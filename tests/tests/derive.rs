@@ -270,6 +270,77 @@ fn type_parameters_are_carried_over() {
     );
 }
 
+/// No bounds on the parameters: the derive infers `Arc<S>: FromProvider`, `Vec<D>: Default` and
+/// `Unbounded<S, D>: Send + Sync + 'static` for the impl.
+#[derive(Worker)]
+struct Unbounded<S, D> {
+    service: Arc<S>,
+    maybe: Option<Arc<S>>,
+    #[inject(default)]
+    defaults: Vec<D>,
+}
+
+#[test]
+fn bounds_of_type_parameters_are_inferred_from_the_fields() {
+    let provider = provider();
+    let worker = Unbounded::<Settings, u8>::inject(&provider).unwrap();
+    assert_eq!(worker.service.interval_secs, 5);
+    assert!(worker.maybe.is_some() && worker.defaults.is_empty());
+    assert_eq!(
+        Unbounded::<Settings, u8>::dependencies(),
+        [
+            Dependency::required::<Settings>(),
+            Dependency::optional::<Settings>(),
+        ]
+    );
+}
+
+#[derive(Worker)]
+struct RawNames {
+    r#type: Arc<Unregistered>,
+}
+
+#[test]
+fn raw_field_names_are_reported_without_the_prefix() {
+    let mut services = ServiceCollection::new();
+    services.add_singleton(Unregistered);
+    let worker = RawNames::inject(&services.build().unwrap()).unwrap();
+    let _: &Unregistered = &worker.r#type;
+
+    let provider = ServiceCollection::new().build().unwrap();
+    let Err(error) = RawNames::inject(&provider) else {
+        panic!("built without its service");
+    };
+    assert!(
+        matches!(&error, ResolveError::Field { field: "type", .. }),
+        "{error:?}"
+    );
+}
+
+/// The field names and types come from the macro's caller, the derive from the macro's body: the
+/// generated (mixed-site) locals must still resolve between the two hygiene contexts.
+macro_rules! worker_with {
+    ($name:ident { $($field:ident: $ty:ty),* }) => {
+        #[derive(Worker)]
+        struct $name {
+            $($field: $ty,)*
+        }
+    };
+}
+
+worker_with!(FromMacro {
+    settings: Arc<Settings>,
+    handle: Handle
+});
+
+#[test]
+fn a_worker_declared_by_a_macro_rules_gets_its_fields() {
+    let worker = FromMacro::inject(&provider()).unwrap();
+    assert_eq!(worker.settings.interval_secs, 5);
+    assert_eq!(worker.handle, Handle("shared".into()));
+    assert_eq!(FromMacro::dependencies().len(), 2);
+}
+
 mod reexport {
     //! A crate re-exporting token-mgmt under another path.
     pub use token_mgmt as tm;

@@ -1,7 +1,7 @@
 //! `#[derive(Worker)]` for token-mgmt.
 //!
-//! Laid out like `thiserror`'s derive: [`parse`] reads the attributes leniently, [`validate`] checks
-//! them and collects every error with its span, [`expand`] generates the impl. When there are errors
+//! Laid out like `thiserror`'s derive: `parse` reads the attributes leniently, `validate` checks
+//! them and collects every error with its span, `expand` generates the impl. When there are errors
 //! the derive still emits a fallback impl, so one mistake does not cascade into "trait not
 //! implemented" errors elsewhere.
 
@@ -20,6 +20,9 @@ mod validate;
 ///
 /// - `#[inject(default)]`: built with `Default::default()`;
 /// - `#[inject(client = "name")]`: the named HTTP client, through `token_mgmt::di::NamedService`.
+///
+/// Type parameters need no bounds of their own: the impl requires what the fields need (`Arc<T>:
+/// FromProvider`, `PhantomData<T>: Default`, ...) and that the struct is `Send + Sync + 'static`.
 ///
 /// `#[worker(crate = "path")]` overrides the path of the `token_mgmt` crate (for re-exporting crates).
 #[proc_macro_derive(Worker, attributes(inject, worker))]

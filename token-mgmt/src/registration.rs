@@ -40,6 +40,7 @@ use crate::tokens::{
 crate::inject_by_clone!(HttpClientFactory, AccessTokenManagementService);
 
 /// `#[inject(client = "name")]` on an [`HttpClient`] field: the factory's client of that name.
+#[diagnostic::do_not_recommend]
 impl NamedService for HttpClient {
     fn from_provider_named(provider: &ServiceProvider, name: &str) -> Result<Self, ResolveError> {
         let factory = provider.get_required::<HttpClientFactory>()?;
@@ -72,12 +73,18 @@ pub trait TokenManagementServiceCollectionExt {
     /// Registers the [`AccessTokenManagementService`] configured by `configure`. Calling it again
     /// configures the same options further. The returned builder replaces its parts: the token cache
     /// (in memory by default), the HTTP client of token requests, the clock and the runtime.
+    #[doc(alias(
+        "AddClientCredentialsTokenManagement",
+        "AddAccessTokenManagement",
+        "AddClientAccessTokenManagement"
+    ))]
     fn add_access_token_management<F>(&mut self, configure: F) -> AccessTokenManagementBuilder<'_>
     where
         F: FnOnce(&mut AccessTokenManagementOptions) -> Result<(), BoxError>;
 
     /// Registers a named HTTP client, available from [`HttpClientFactory::create_client`] and as an
     /// `#[inject(client = "name")]` field. Registering a name again configures the same client.
+    #[doc(alias = "AddHttpClient")]
     fn add_http_client<F>(&mut self, name: &str, configure: F) -> HttpClientBuilder<'_>
     where
         F: FnOnce(&mut HttpClientOptions) -> Result<(), BoxError>;
@@ -86,6 +93,13 @@ pub trait TokenManagementServiceCollectionExt {
     /// `token_client_name` (`None`: the only registered token client), through a
     /// [`ClientAccessTokenHandler`] placed innermost in the middleware chain, so middleware added
     /// with [`HttpClientBuilder::with`] (retries, say) wrap it and every attempt gets a valid token.
+    #[doc(alias(
+        "AddClientCredentialsHttpClient",
+        "AddClientAccessTokenClient",
+        "AddClientAccessTokenHttpClient",
+        "AddClientCredentialsTokenHandler",
+        "AddClientAccessTokenHandler"
+    ))]
     fn add_client_access_token_client<F>(
         &mut self,
         name: &str,

@@ -88,6 +88,7 @@ pub fn resolve_by_clone<T: Clone + Send + Sync + 'static>(
 #[macro_export]
 macro_rules! inject_by_clone {
     ($($ty:ty),+ $(,)?) => {$(
+        #[diagnostic::do_not_recommend]
         impl $crate::di::FromProvider for $ty {
             fn from_provider(
                 provider: &$crate::di::ServiceProvider,
@@ -102,6 +103,7 @@ macro_rules! inject_by_clone {
     )+};
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: ?Sized + Send + Sync + 'static> FromProvider for Arc<T> {
     fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
         provider.get_required::<T>()
@@ -112,6 +114,7 @@ impl<T: ?Sized + Send + Sync + 'static> FromProvider for Arc<T> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: ?Sized + Send + Sync + 'static> FromProvider for Option<Arc<T>> {
     fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
         provider.get::<T>()
@@ -122,6 +125,7 @@ impl<T: ?Sized + Send + Sync + 'static> FromProvider for Option<Arc<T>> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl FromProvider for ServiceProvider {
     fn from_provider(provider: &ServiceProvider) -> Result<Self, ResolveError> {
         Ok(provider.clone())

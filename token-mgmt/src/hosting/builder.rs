@@ -85,6 +85,7 @@ impl HostBuilder {
 
     /// Adds services. Callable several times; closures run in order. An error returned by the
     /// closure is reported by [`build`](Self::build), with every other problem.
+    #[doc(alias = "ConfigureServices")]
     pub fn configure_services<F>(mut self, configure: F) -> Self
     where
         F: FnOnce(&HostBuilderContext, &mut ServiceCollection) -> Result<(), BoxError>,

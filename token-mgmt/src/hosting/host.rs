@@ -45,13 +45,14 @@ impl Host {
         }
     }
 
-    /// A builder that also installs a `tracing` fmt subscriber honouring `RUST_LOG` (default level
-    /// `info`), unless a global subscriber is already installed.
+    /// A builder that, with the `logging` feature (on by default), also installs a `tracing` fmt
+    /// subscriber writing to stdout: filtered by `RUST_LOG` (default level `info`), coloured only
+    /// when stdout is a terminal and `NO_COLOR` is unset. A global subscriber that is already set
+    /// is left in place. Without the feature this is [`Host::builder`].
+    #[doc(alias = "CreateDefaultBuilder")]
     pub fn create_default_builder() -> HostBuilder {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        // An already-installed subscriber wins.
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        #[cfg(feature = "logging")]
+        install_default_subscriber();
         HostBuilder::new()
     }
 
@@ -76,6 +77,7 @@ impl Host {
     ///
     /// Returns the first worker failure (under [`WorkerFailurePolicy::StopHost`]) or
     /// [`HostError::ShutdownTimeout`] naming the workers that did not stop in time.
+    #[doc(alias = "RunAsync")]
     pub async fn run(self) -> Result<(), HostError> {
         self.start()?.wait().await
     }
@@ -311,4 +313,29 @@ async fn listen_for_signals(lifetime: ApplicationLifetime) {
         _ = terminate => {}
     }
     lifetime.stop_application();
+}
+
+/// The subscriber of [`Host::create_default_builder`].
+#[cfg(feature = "logging")]
+fn install_default_subscriber() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+
+    // The application's (or a test's) own subscriber wins.
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    // Lossy: a malformed directive in `RUST_LOG` is skipped, the others still apply.
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    // Escape codes would litter log files, pipes and journald.
+    let ansi = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    // Another thread may have set one since the check above: then it wins too.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .try_init();
 }

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 ///
 /// Registered by the [`HostBuilder`](super::HostBuilder).
 #[derive(Clone, Debug, Default)]
+#[doc(alias = "IHostApplicationLifetime")]
 pub struct ApplicationLifetime {
     stop_requested: CancellationToken,
     stopping: CancellationToken,
@@ -21,6 +22,7 @@ impl ApplicationLifetime {
 
     /// Requests a graceful shutdown: the host cancels every worker's stopping token and waits for
     /// them, as on Ctrl-C.
+    #[doc(alias = "StopApplication")]
     pub fn stop_application(&self) {
         self.stop_requested.cancel();
     }

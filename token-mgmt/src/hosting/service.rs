@@ -15,6 +15,7 @@ use crate::di::{BuildProblem, Injectable, ResolveError, ServiceCollection, Servi
 /// ([`WorkerFailurePolicy`](super::WorkerFailurePolicy)).
 pub trait BackgroundService: Send + Sync + 'static {
     /// The worker's body.
+    #[doc(alias = "ExecuteAsync")]
     fn execute(
         &self,
         stopping: CancellationToken,
@@ -49,6 +50,7 @@ pub trait HostedServiceExt {
     /// Registers `W` as a hosted worker: constructed from the container when the host starts (its
     /// [`dependencies`](Injectable::dependencies) are checked by `build()`), then run until shutdown.
     /// Registering the same worker type twice is reported by `build()`.
+    #[doc(alias = "AddHostedService")]
     fn add_hosted_service<W: Injectable + BackgroundService>(&mut self) -> &mut Self;
 }
 

@@ -149,6 +149,7 @@ impl HttpClient {
     ///
     /// A non-success status (anything but 2xx) is an [`HttpError::Status`] with the status and the
     /// (redacted) URL; the body of such a response is not read.
+    #[doc(alias = "GetStringAsync")]
     pub async fn get_string(&self, path: impl AsRef<str>) -> Result<String, HttpError> {
         let url = self.resolve(path)?;
         let shown = redacted(&url);

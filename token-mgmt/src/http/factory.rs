@@ -86,6 +86,7 @@ impl HttpClientFactoryBuilder {
 /// same time; every later call returns a handle on the same client, so all of them share one
 /// connection pool.
 #[derive(Clone)]
+#[doc(alias = "IHttpClientFactory")]
 pub struct HttpClientFactory {
     inner: Arc<Inner>,
 }
@@ -113,6 +114,7 @@ impl HttpClientFactory {
     ///
     /// [`CreateClientError::UnknownClient`] (listing the registered names) when no client has that
     /// name; [`CreateClientError::Build`] when reqwest cannot build the client.
+    #[doc(alias = "CreateClient")]
     pub fn create_client(&self, name: &str) -> Result<HttpClient, CreateClientError> {
         let slot =
             self.inner

@@ -27,6 +27,7 @@ pub struct HttpClientOptions {
     /// `https://h/api/` + `test` gives `https://h/api/test`; without the trailing slash the last
     /// segment is replaced (`https://h/api` + `test` gives `https://h/test`). `None`: every request
     /// needs an absolute URL.
+    #[doc(alias = "BaseAddress")]
     pub base_address: Option<Url>,
     /// Headers sent with every request. `Authorization`, `Proxy-Authorization` and `Cookie` values are
     /// marked sensitive when the client is built (hidden from `Debug`, not HPACK-indexed).

@@ -118,7 +118,7 @@ impl HttpClientRegistration {
     /// A `reqwest::ClientBuilder` with the options and customisations applied.
     pub(crate) fn reqwest_builder(&self) -> reqwest::ClientBuilder {
         let mut builder =
-            reqwest::Client::builder().default_headers(self.options.sanitized_default_headers());
+            crate::tls::client_builder().default_headers(self.options.sanitized_default_headers());
         if let Some(timeout) = self.options.timeout {
             builder = builder.timeout(timeout);
         }

@@ -173,6 +173,7 @@ pub type PrecomputedHashBuilder = BuildHasherDefault<PrecomputedHasher>;
 ///
 /// The trait is dyn-compatible (used as `Arc<dyn ClientAccessTokenCache>`).
 #[async_trait]
+#[doc(alias("IClientCredentialsTokenCache", "IClientAccessTokenCache"))]
 pub trait ClientAccessTokenCache: Send + Sync + 'static {
     /// Synchronous fast path, tried before [`get`](Self::get). A cache that can answer without
     /// waiting (in memory) returns the token here, which spares the caller a boxed future; a remote
@@ -219,6 +220,7 @@ pub const DEFAULT_MAX_CACHED_TOKENS: usize = 10_000;
 /// tokens of keys nobody used for its idle window). When an insert would exceed the capacity, the
 /// least recently used eighth of the entries is evicted first, so a flood of distinct per-request
 /// scopes cannot grow memory without bound.
+#[doc(alias = "DistributedClientCredentialsTokenCache")]
 pub struct InMemoryClientAccessTokenCache {
     map: DashMap<CacheKey, ClientAccessToken, PrecomputedHashBuilder>,
     max_entries: usize,

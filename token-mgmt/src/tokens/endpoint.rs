@@ -75,7 +75,7 @@ impl TokenEndpointClient {
     /// Builds the default HTTP client for token requests: no redirects (a redirect must not carry
     /// the client credentials elsewhere).
     pub(crate) fn default_http_client() -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
+        crate::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("token-mgmt/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -135,6 +135,7 @@ pub struct SkipAccessToken;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
+#[doc(alias = "ClientCredentialsTokenHandler")]
 pub struct ClientAccessTokenHandler {
     service: AccessTokenManagementService,
     client_name: Arc<str>,

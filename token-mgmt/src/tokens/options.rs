@@ -61,6 +61,7 @@ const UNSET_ADDRESS: &str = "about:blank";
 
 /// Everything the token management service needs: the token clients and the cache and request policy.
 #[derive(Debug, Clone)]
+#[doc(alias = "ClientCredentialsTokenManagementOptions")]
 pub struct AccessTokenManagementOptions {
     /// Client credentials token clients (`options.client.clients.add(name, ...)`).
     pub client: ClientOptions,
@@ -242,9 +243,11 @@ impl TokenClients {
 ///
 /// `Debug` hides the secret, a password in `address` and the values of `parameters`.
 #[derive(Clone)]
+#[doc(alias("ClientCredentialsClient", "ClientCredentialsTokenRequest"))]
 pub struct TokenClientOptions {
     /// The token endpoint. Must be `https://`, or `http://` to a loopback host, or any `http://` with
     /// [`TokenClientOptions::allow_insecure_http`].
+    #[doc(alias("TokenEndpoint", "Address"))]
     pub address: Url,
     /// The client id.
     pub client_id: String,

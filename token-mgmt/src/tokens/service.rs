@@ -84,6 +84,12 @@ const MIN_SWEEP_THRESHOLD: usize = 1024;
 /// from the token service when it must, with one request per cache key however many callers ask at
 /// once. Cheap to clone (one `Arc`). See the [module docs](self) for the full semantics.
 #[derive(Clone)]
+#[doc(alias(
+    "ClientCredentialsTokenManagementService",
+    "IClientCredentialsTokenManagementService",
+    "IClientAccessTokenManagementService",
+    "IAccessTokenManagementService"
+))]
 pub struct AccessTokenManagementService {
     inner: Arc<Inner>,
 }
@@ -509,6 +515,7 @@ impl AccessTokenManagementService {
     /// per-call parameter the request sets itself, and otherwise the failure of the token request
     /// (never cached; during the failure cool-down callers without a valid token get the same
     /// failure without a new request).
+    #[doc(alias("GetAccessTokenAsync", "GetClientAccessTokenAsync"))]
     pub async fn get_client_access_token(
         &self,
         client_name: &str,
@@ -569,6 +576,7 @@ impl AccessTokenManagementService {
     ///
     /// [`TokenError::UnknownClient`], [`TokenError::ReservedParameter`], or [`TokenError::Cache`] when
     /// the cache backend fails.
+    #[doc(alias("DeleteAccessTokenAsync", "DeleteClientAccessTokenAsync"))]
     pub async fn delete_client_access_token(
         &self,
         client_name: &str,

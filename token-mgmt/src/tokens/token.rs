@@ -20,6 +20,7 @@ use super::clock::{Clock, Stamp};
 /// ([`StoredClientAccessToken`]). The service decides freshness on its [`Clock`], which keeps counting
 /// across suspend: a token it received (or read back from a cache) carries its deadlines on that clock.
 #[derive(Clone)]
+#[doc(alias = "ClientCredentialsToken")]
 pub struct ClientAccessToken {
     inner: Arc<Inner>,
 }

@@ -156,7 +156,7 @@ impl TlsClientCertificate {
     /// that the key belongs to the certificate.
     #[cfg(feature = "rustls")]
     pub(crate) fn http_client(&self) -> Result<reqwest::Client, CertificateError> {
-        let mut builder = reqwest::Client::builder()
+        let mut builder = crate::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("token-mgmt/", env!("CARGO_PKG_VERSION")))
             .identity(self.identity()?);
