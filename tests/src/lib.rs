@@ -1,5 +1,6 @@
 //! Test support: local servers, and the interop authorization server.
 
+pub mod api_server;
 pub mod interop;
 pub mod token_server;
 
