@@ -256,8 +256,10 @@ impl AccessTokenManagementServiceBuilder {
             .iter()
             .map(|(name, client_options)| {
                 let endpoint = ClientEndpoint::new(name, client_options.clone());
-                let fingerprint =
-                    client_fingerprint(endpoint.url.as_str(), &client_options.client_id);
+                let fingerprint = endpoint.with_dpop_thumbprint(client_fingerprint(
+                    endpoint.url.as_str(),
+                    &client_options.client_id,
+                ));
                 let default_shape = RequestShape {
                     scope: client_options.scope.clone(),
                     resources: client_options.resources.clone(),
@@ -377,6 +379,11 @@ impl AccessTokenManagementService {
             [only] => Some(&only.endpoint.name),
             _ => None,
         }
+    }
+
+    /// The token client `name`'s endpoint state.
+    pub(crate) fn client_endpoint(&self, name: &str) -> Result<&ClientEndpoint, TokenError> {
+        Ok(&self.inner.client(name)?.endpoint)
     }
 
     /// The token cache in use.
@@ -898,7 +905,9 @@ impl Inner {
             response.token_type.as_deref(),
             times,
             response.scope,
+            client.endpoint.dpop.is_some(),
         )
+        .inspect(|token| client.endpoint.received(token))
         .map_err(|error| match error {
             InvalidToken::UnsupportedType(token_type) => TokenError::UnsupportedTokenType {
                 client: client.endpoint.name.to_string(),

@@ -24,6 +24,7 @@ pub use assertion::{
     PrivateKeySigner,
 };
 pub use keys::{KeyError, PrivateKey, SigningAlgorithm};
+pub(crate) use keys::LoadedKey;
 pub use tls::{CertificateError, Pem, TlsClientCertificate};
 
 use self::assertion::AssertionSigner;
