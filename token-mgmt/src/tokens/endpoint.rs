@@ -163,20 +163,20 @@ impl TokenEndpointClient {
         result
     }
 
-    /// One exchange; with DPoP, a `use_dpop_nonce` answer that brings a new nonce is resent once
-    /// with it (RFC 9449 section 8).
+    /// One exchange; with DPoP, a `use_dpop_nonce` answer that brings a nonce is resent once with
+    /// it (RFC 9449 section 8).
     async fn exchange(
         &self,
         client: &ClientEndpoint,
         shape: &RequestShape,
     ) -> Result<TokenResponse, TokenError> {
-        let mut new_nonce = false;
-        let result = self.exchange_once(client, shape, &mut new_nonce).await;
-        if !new_nonce || !is_use_dpop_nonce(&result) {
+        let mut nonce = false;
+        let result = self.exchange_once(client, shape, &mut nonce).await;
+        if !nonce || !is_use_dpop_nonce(&result) {
             return result;
         }
         tracing::debug!(client = %client.name, "the token endpoint asked for a DPoP nonce; resending");
-        let result = self.exchange_once(client, shape, &mut new_nonce).await;
+        let result = self.exchange_once(client, shape, &mut nonce).await;
         if is_use_dpop_nonce(&result) {
             return Err(TokenError::DpopNonceRejected {
                 client: client.name.to_string(),
@@ -186,12 +186,12 @@ impl TokenEndpointClient {
         result
     }
 
-    /// Sends one token request; `new_nonce` says whether the response brought a new DPoP nonce.
+    /// Sends one token request; `nonce` says whether the response brought a DPoP nonce.
     async fn exchange_once(
         &self,
         client: &ClientEndpoint,
         shape: &RequestShape,
-        new_nonce: &mut bool,
+        nonce: &mut bool,
     ) -> Result<TokenResponse, TokenError> {
         let dpop = client.dpop()?;
         let request = client
@@ -214,7 +214,7 @@ impl TokenEndpointClient {
             .send()
             .await
             .map_err(|e| transport(client, "sending the request failed", e))?;
-        *new_nonce = dpop.is_some_and(|prover| prover.remember_nonce(&client.url, response.headers()));
+        *nonce = dpop.is_some_and(|prover| prover.remember_nonce(&client.url, response.headers()));
         let status = response.status();
         let retry_after = response
             .headers()

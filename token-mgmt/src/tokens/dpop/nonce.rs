@@ -24,8 +24,8 @@ impl NonceStore {
         self.lock().get(&origin).cloned()
     }
 
-    /// Remembers the `DPoP-Nonce` of a response from `url`, if it carries a valid one; returns
-    /// whether it is new.
+    /// Remembers the `DPoP-Nonce` of a response from `url`; returns whether it carried a valid
+    /// one.
     pub(crate) fn remember(&self, url: &Url, headers: &HeaderMap) -> bool {
         let Some(nonce) = headers
             .get(DPOP_NONCE_HEADER)
@@ -37,7 +37,7 @@ impl NonceStore {
         let origin = url.origin().ascii_serialization();
         let mut nonces = self.lock();
         if nonces.get(&origin).is_some_and(|known| &**known == nonce) {
-            return false;
+            return true;
         }
         if nonces.len() >= MAX_ORIGINS && !nonces.contains_key(&origin) {
             nonces.clear();
@@ -77,7 +77,7 @@ mod tests {
         let same_origin: Url = "https://API.example.com:443/b".parse().unwrap();
         let other: Url = "https://api.example.com:8443/".parse().unwrap();
         assert!(store.remember(&api, &headers("n1")));
-        assert!(!store.remember(&api, &headers("n1")), "not new");
+        assert!(store.remember(&api, &headers("n1")), "the same again");
         assert_eq!(store.get(&same_origin).as_deref(), Some("n1"));
         assert_eq!(store.get(&other), None);
         assert!(store.remember(&same_origin, &headers("n2")));

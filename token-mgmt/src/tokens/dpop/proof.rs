@@ -120,7 +120,7 @@ impl DpopProver {
         HeaderValue::try_from(jwt).map_err(|_| DpopError::Signing)
     }
 
-    /// Remembers the `DPoP-Nonce` of a response from `url`; returns whether it is new.
+    /// Remembers the `DPoP-Nonce` of a response from `url`; returns whether it carried one.
     pub(crate) fn remember_nonce(&self, url: &Url, headers: &HeaderMap) -> bool {
         self.nonces.remember(url, headers)
     }

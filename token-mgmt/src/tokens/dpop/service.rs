@@ -35,8 +35,8 @@ impl AccessTokenManagementService {
     }
 
     /// Remembers the `DPoP-Nonce` a response from `url` carries (if any) for the next proofs of
-    /// `client_name` to `url`'s origin; returns whether it is a new nonce. Nothing happens for a
-    /// client without DPoP.
+    /// `client_name` to `url`'s origin; returns whether the response carried a valid one. Nothing
+    /// happens for a client without DPoP.
     ///
     /// # Errors
     ///
