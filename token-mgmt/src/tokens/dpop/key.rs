@@ -77,7 +77,7 @@ impl fmt::Debug for DpopKey {
         match &self.source {
             Source::Generate(algorithm) => f
                 .debug_struct("DpopKey")
-                .field("generated", algorithm)
+                .field("generated", &format_args!("{algorithm}"))
                 .finish(),
             Source::Supplied(key) => f.debug_struct("DpopKey").field("key", key).finish(),
         }
