@@ -80,7 +80,9 @@ impl DpopApi {
             state: Mutex::new(ApiState::default()),
         });
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
         std::thread::Builder::new()
             .name(format!("dpop-api-{}", addr.port()))
             .spawn(move || {
@@ -108,9 +110,13 @@ impl DpopApi {
 
     /// The URL of `path` on this API.
     pub fn url(&self, path: &str) -> url::Url {
-        format!("http://{}/{}", self.shared.addr, path.trim_start_matches('/'))
-            .parse()
-            .expect("API URL")
+        format!(
+            "http://{}/{}",
+            self.shared.addr,
+            path.trim_start_matches('/')
+        )
+        .parse()
+        .expect("API URL")
     }
 
     /// Starts demanding a new nonce: the next proof with the old one is challenged.
@@ -191,7 +197,10 @@ async fn handle(
             state.nonce_challenges += 1;
             (
                 StatusCode::UNAUTHORIZED,
-                Some(r#"DPoP error="use_dpop_nonce", error_description="a nonce is required""#.to_owned()),
+                Some(
+                    r#"DPoP error="use_dpop_nonce", error_description="a nonce is required""#
+                        .to_owned(),
+                ),
             )
         }
         Err(Refusal::Proof(reason)) => {
@@ -243,7 +252,9 @@ fn check(
     let [proof] = proofs.as_slice() else {
         return Err(Refusal::Proof(format!("{} DPoP headers", proofs.len())));
     };
-    let proof = proof.to_str().map_err(|_| Refusal::Proof("proof not ASCII".into()))?;
+    let proof = proof
+        .to_str()
+        .map_err(|_| Refusal::Proof("proof not ASCII".into()))?;
     let (header, claims) = verify_proof(proof).map_err(Refusal::Proof)?;
     let fail = |what: &str| Err(Refusal::Proof(what.to_owned()));
     if header["typ"] != "dpop+jwt" {
@@ -262,7 +273,10 @@ fn check(
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_secs();
-    if claims["iat"].as_u64().is_none_or(|iat| iat.abs_diff(now) > IAT_WINDOW) {
+    if claims["iat"]
+        .as_u64()
+        .is_none_or(|iat| iat.abs_diff(now) > IAT_WINDOW)
+    {
         return fail("iat");
     }
     let Some(jti) = claims["jti"].as_str().filter(|j| !j.is_empty()) else {
@@ -273,7 +287,9 @@ fn check(
     }
     let jkt = jwt_claims(&token)["cnf"]["jkt"].clone();
     if jkt != thumbprint(&header["jwk"]) {
-        return Err(Refusal::Token("the proof key is not the token's cnf.jkt".into()));
+        return Err(Refusal::Token(
+            "the proof key is not the token's cnf.jkt".into(),
+        ));
     }
     if claims["nonce"] != state.nonce.as_str() {
         return Err(Refusal::Nonce);
@@ -300,7 +316,11 @@ pub fn thumbprint(jwk: &Value) -> String {
 ///
 /// What is wrong with it.
 pub fn verify_proof(proof: &str) -> Result<(Value, Value), String> {
-    let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|_| "not base64url".to_owned());
+    let b64 = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| "not base64url".to_owned())
+    };
     let (input, signature) = proof.rsplit_once('.').ok_or("not a JWS")?;
     let (header, claims) = input.split_once('.').ok_or("not a JWS")?;
     let header: Value = serde_json::from_slice(&b64(header)?).map_err(|e| e.to_string())?;

@@ -59,7 +59,13 @@ async fn token_requests_carry_a_proof_for_the_token_endpoint() {
     let service = service(vec![("dpop", client)]);
     let token = token(&service, "dpop").await.unwrap();
     assert_eq!(token.token_type(), "DPoP");
-    assert!(token.authorization_header().to_str().unwrap().starts_with("DPoP "));
+    assert!(
+        token
+            .authorization_header()
+            .to_str()
+            .unwrap()
+            .starts_with("DPoP ")
+    );
 
     let request = server.last_request().unwrap();
     let (header, claims) = verify_proof(request.header("dpop").expect("a proof")).unwrap();
@@ -90,7 +96,9 @@ async fn a_dpop_token_is_unsupported_for_a_client_without_a_key() {
     server.set_token_type("DPoP");
     let service = service(vec![("plain", server.client_options())]);
     match token(&service, "plain").await {
-        Err(TokenError::UnsupportedTokenType { client, token_type, .. }) => {
+        Err(TokenError::UnsupportedTokenType {
+            client, token_type, ..
+        }) => {
             assert_eq!(client, "plain");
             assert_eq!(token_type, "DPoP");
         }
@@ -121,7 +129,12 @@ async fn a_bearer_answer_to_a_dpop_client_is_used_as_bearer() {
         "/x",
         get(move |headers: axum::http::HeaderMap| async move {
             recorded.lock().unwrap().push((
-                headers.get("authorization").unwrap().to_str().unwrap().to_owned(),
+                headers
+                    .get("authorization")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
                 headers.contains_key("dpop"),
             ));
             "ok"
@@ -161,7 +174,11 @@ async fn nonce_endpoint(refusals: usize) -> (String, Arc<AtomicUsize>) {
                 )
                     .into_response();
             }
-            assert_eq!(claims["nonce"], format!("nonce-{}", n - 1), "the last nonce");
+            assert_eq!(
+                claims["nonce"],
+                format!("nonce-{}", n - 1),
+                "the last nonce"
+            );
             (
                 [("dpop-nonce", nonce)],
                 axum::Json(json!({

@@ -26,7 +26,11 @@ fn bound(id: &str) -> Value {
     )
 }
 
-fn start(clients: Vec<Value>, require_nonce: &[&str], algs: Option<&[&str]>) -> AuthorizationServer {
+fn start(
+    clients: Vec<Value>,
+    require_nonce: &[&str],
+    algs: Option<&[&str]>,
+) -> AuthorizationServer {
     AuthorizationServer::start(&ServerConfig {
         clients,
         scopes: vec![SCOPE.into(), "api:write".into()],
@@ -60,15 +64,27 @@ async fn dpop_bound_tokens_need_a_proof_and_are_bound_to_the_key_of_every_algori
         ("es256", with_dpop(&server, "bound", DpopKey::generate())),
         (
             "es384",
-            with_dpop(&server, "bound", DpopKey::from_key(PrivateKey::from_pem(keys.p384.pkcs8.clone()))),
+            with_dpop(
+                &server,
+                "bound",
+                DpopKey::from_key(PrivateKey::from_pem(keys.p384.pkcs8.clone())),
+            ),
         ),
         (
             "eddsa",
-            with_dpop(&server, "bound", DpopKey::from_key(PrivateKey::from_jwk(keys.ed25519.jwk.clone()))),
+            with_dpop(
+                &server,
+                "bound",
+                DpopKey::from_key(PrivateKey::from_jwk(keys.ed25519.jwk.clone())),
+            ),
         ),
         (
             "rs256",
-            with_dpop(&server, "bound", DpopKey::from_key(PrivateKey::from_pem(keys.rsa.pkcs8.clone()))),
+            with_dpop(
+                &server,
+                "bound",
+                DpopKey::from_key(PrivateKey::from_pem(keys.rsa.pkcs8.clone())),
+            ),
         ),
         (
             "ps256",
@@ -76,30 +92,58 @@ async fn dpop_bound_tokens_need_a_proof_and_are_bound_to_the_key_of_every_algori
                 &server,
                 "bound",
                 DpopKey::from_key(
-                    PrivateKey::from_jwk(keys.rsa.jwk.clone()).with_algorithm(SigningAlgorithm::Ps256),
+                    PrivateKey::from_jwk(keys.rsa.jwk.clone())
+                        .with_algorithm(SigningAlgorithm::Ps256),
                 ),
             ),
         ),
         (
             "generated-eddsa",
-            with_dpop(&server, "bound", DpopKey::generate_with(SigningAlgorithm::EdDsa)),
+            with_dpop(
+                &server,
+                "bound",
+                DpopKey::generate_with(SigningAlgorithm::EdDsa),
+            ),
         ),
         (
             "no-proof",
             client_options(&server, "bound", ClientAuthentication::ClientSecretBasic),
         ),
     ]);
-    for name in ["es256", "es384", "eddsa", "rs256", "ps256", "generated-eddsa"] {
+    for name in [
+        "es256",
+        "es384",
+        "eddsa",
+        "rs256",
+        "ps256",
+        "generated-eddsa",
+    ] {
         let token = service
             .get_client_access_token(name, &resource())
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}\n{}", server.stderr()));
         assert_eq!(token.token_type(), "DPoP", "{name}");
-        assert!(token.authorization_header().to_str().unwrap().starts_with("DPoP "));
-        let thumbprint = service.dpop_thumbprint(name).unwrap().expect("a DPoP client");
-        assert_eq!(jwt_claims(token.access_token())["cnf"]["jkt"], thumbprint, "{name}");
+        assert!(
+            token
+                .authorization_header()
+                .to_str()
+                .unwrap()
+                .starts_with("DPoP ")
+        );
+        let thumbprint = service
+            .dpop_thumbprint(name)
+            .unwrap()
+            .expect("a DPoP client");
+        assert_eq!(
+            jwt_claims(token.access_token())["cnf"]["jkt"],
+            thumbprint,
+            "{name}"
+        );
         // Opaque tokens (no resource) are bound too.
-        assert!(fresh_token(&service, name).await.unwrap().is_dpop(), "{name}");
+        assert!(
+            fresh_token(&service, name).await.unwrap().is_dpop(),
+            "{name}"
+        );
     }
     // Each key has its own cache entry.
     let keys: std::collections::HashSet<_> = ["es256", "rs256", "no-proof"]
@@ -109,7 +153,12 @@ async fn dpop_bound_tokens_need_a_proof_and_are_bound_to_the_key_of_every_algori
     assert_eq!(keys.len(), 3);
 
     match fresh_token(&service, "no-proof").await {
-        Err(TokenError::Endpoint { status, error, client, .. }) => {
+        Err(TokenError::Endpoint {
+            status,
+            error,
+            client,
+            ..
+        }) => {
             assert_eq!(status.as_u16(), 400);
             assert_eq!(error.as_deref(), Some("invalid_grant"));
             assert_eq!(client, "no-proof");
@@ -130,11 +179,19 @@ async fn a_server_that_requires_nonces_costs_one_extra_round_trip_once() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", server.stderr()));
     assert!(token.is_dpop());
-    assert_eq!(server.token_requests().await, 2, "use_dpop_nonce, then the token");
+    assert_eq!(
+        server.token_requests().await,
+        2,
+        "use_dpop_nonce, then the token"
+    );
     for expected in [3, 4, 5] {
         let renewed = fresh_token(&service, "nonce").await.unwrap();
         assert!(!renewed.same_token(&token));
-        assert_eq!(server.token_requests().await, expected, "the nonce is reused");
+        assert_eq!(
+            server.token_requests().await,
+            expected,
+            "the nonce is reused"
+        );
     }
     // A client the server does not ask for a nonce is never refused.
     for expected in [6, 7] {
@@ -149,7 +206,11 @@ async fn a_refused_proof_is_an_endpoint_error_naming_the_client() {
     let server = start(vec![bound("bound")], &[], Some(&["ES256"]));
     let service = service_named(vec![(
         "rsa-dpop",
-        with_dpop(&server, "bound", DpopKey::generate_with(SigningAlgorithm::Rs256)),
+        with_dpop(
+            &server,
+            "bound",
+            DpopKey::generate_with(SigningAlgorithm::Rs256),
+        ),
     )]);
     let error = fresh_token(&service, "rsa-dpop").await.unwrap_err();
     assert_eq!(error.oauth_error(), Some("invalid_dpop_proof"), "{error}");
@@ -220,7 +281,12 @@ async fn api_calls_carry_a_fresh_proof_and_reuse_the_apis_nonce() {
     let body = reqwest::Body::wrap_stream(stream::once(async {
         Ok::<_, std::io::Error>(bytes_of("streamed"))
     }));
-    let response = client.put(api.url("items/1")).body(body).send().await.unwrap();
+    let response = client
+        .put(api.url("items/1"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(api.requests(), 12);
     // ... but its nonce is remembered: the next call needs no extra round trip.

@@ -433,7 +433,11 @@ mod tests {
         let t = ClientAccessToken::new("abc", Some("dpop"), None, None, None).unwrap();
         assert_eq!(t.authorization_header(), "DPoP abc");
         assert!(t.is_dpop());
-        assert!(!ClientAccessToken::new("abc", None, None, None, None).unwrap().is_dpop());
+        assert!(
+            !ClientAccessToken::new("abc", None, None, None, None)
+                .unwrap()
+                .is_dpop()
+        );
         let times = || ReceivedTimes {
             expires_at: None,
             refresh_at: None,
@@ -443,9 +447,8 @@ mod tests {
             },
             received: Stamp::from_nanos(0),
         };
-        let received = |dpop| {
-            ClientAccessToken::received("abc".into(), Some("DPoP"), times(), None, dpop)
-        };
+        let received =
+            |dpop| ClientAccessToken::received("abc".into(), Some("DPoP"), times(), None, dpop);
         assert!(received(true).unwrap().is_dpop());
         assert_eq!(
             received(false).unwrap_err(),

@@ -472,8 +472,12 @@ impl LoadedKey {
             A::Rs256 | A::Ps256 => {
                 RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map(SigningKey::Rsa)
             }
-            A::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map(SigningKey::Ecdsa),
-            A::Es384 => EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).map(SigningKey::Ecdsa),
+            A::Es256 => {
+                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map(SigningKey::Ecdsa)
+            }
+            A::Es384 => {
+                EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).map(SigningKey::Ecdsa)
+            }
             A::EdDsa => Ed25519KeyPair::generate().map(SigningKey::Ed25519),
         };
         Ok(Self {

@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(store.get(&other), None);
         assert!(store.remember(&same_origin, &headers("n2")));
         assert_eq!(store.get(&api).as_deref(), Some("n2"));
-        assert!(!store.remember(&api, &headers("bad\"quote")), "invalid nonce");
+        assert!(
+            !store.remember(&api, &headers("bad\"quote")),
+            "invalid nonce"
+        );
         assert!(!store.remember(&api, &HeaderMap::new()));
         assert_eq!(store.get(&api).as_deref(), Some("n2"));
     }

@@ -12,8 +12,8 @@ use serde::Serialize;
 use url::{Position, Url};
 
 use super::nonce::NonceStore;
-use crate::tokens::auth::LoadedKey;
 use crate::tokens::KeyError;
+use crate::tokens::auth::LoadedKey;
 
 /// A DPoP proof could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,13 @@ impl DpopProver {
         access_token: Option<&str>,
     ) -> Result<HeaderValue, DpopError> {
         let nonce = self.nonces.get(url);
-        self.proof_at(method, url, access_token, nonce.as_deref(), SystemTime::now())
+        self.proof_at(
+            method,
+            url,
+            access_token,
+            nonce.as_deref(),
+            SystemTime::now(),
+        )
     }
 
     fn proof_at(
@@ -233,7 +239,9 @@ mod tests {
     #[test]
     fn token_request_proofs_verify_with_every_algorithm() {
         use SigningAlgorithm as A;
-        let url: Url = "https://idp.example.com/connect/token?x=1#f".parse().unwrap();
+        let url: Url = "https://idp.example.com/connect/token?x=1#f"
+            .parse()
+            .unwrap();
         for algorithm in [A::Es256, A::Es384, A::EdDsa, A::Rs256, A::Ps256] {
             let prover = prover(algorithm);
             let now = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
