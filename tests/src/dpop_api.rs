@@ -45,7 +45,15 @@ struct ApiState {
     nonce_challenges: usize,
     rejections: Vec<String>,
     reject_next_token: bool,
+    always_new_nonce: bool,
     tokens: Vec<String>,
+}
+
+impl ApiState {
+    fn rotate_nonce(&mut self) {
+        self.nonces_issued += 1;
+        self.nonce = format!("api-nonce-{}", self.nonces_issued);
+    }
 }
 
 struct Shared {
@@ -121,9 +129,12 @@ impl DpopApi {
 
     /// Starts demanding a new nonce: the next proof with the old one is challenged.
     pub fn rotate_nonce(&self) {
-        let mut state = self.shared.state();
-        state.nonces_issued += 1;
-        state.nonce = format!("api-nonce-{}", state.nonces_issued);
+        self.shared.state().rotate_nonce();
+    }
+
+    /// Demands a new nonce on every request (`true`): no proof ever has the current one.
+    pub fn always_demand_a_new_nonce(&self, on: bool) {
+        self.shared.state().always_new_nonce = on;
     }
 
     /// Answers the next request that passes every check with `401 invalid_token` (as for a
@@ -176,6 +187,9 @@ async fn handle(
 ) -> Response {
     let mut state = shared.state();
     state.requests += 1;
+    if state.always_new_nonce {
+        state.rotate_nonce();
+    }
     let htu = format!("http://{}{}", shared.addr, uri.path());
     let result = check(&mut state, &method, &htu, &headers);
     let nonce = state.nonce.clone();

@@ -293,6 +293,20 @@ async fn api_calls_carry_a_fresh_proof_and_reuse_the_apis_nonce() {
     assert_eq!(get("items").await.unwrap().status(), 200);
     assert_eq!(api.requests(), 13);
 
+    // An API that never accepts a nonce: one retry, then its 401; no renewal, no loop.
+    api.always_demand_a_new_nonce(true);
+    let response = get("items").await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(api.requests(), 15);
+    assert_eq!(
+        server.token_requests().await,
+        2,
+        "a nonce challenge is not a renewal"
+    );
+    api.always_demand_a_new_nonce(false);
+    assert_eq!(get("items").await.unwrap().status(), 200);
+    assert_eq!(api.requests(), 16);
+
     assert!(api.rejections().is_empty(), "{:?}", api.rejections());
 }
 
