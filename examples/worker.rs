@@ -20,13 +20,18 @@
 //! `self_signed_tls_client_auth`, `none`); `CLIENT_KEY_FILE` (PEM or JWK, for `private_key_jwt`) and
 //! `CLIENT_KEY_ID` (optional, its `kid`); `CLIENT_CERT_FILE` and `CLIENT_CERT_KEY_FILE` (PEM, for
 //! the mTLS methods).
+//!
+//! DPoP (RFC 9449): `DPOP=1` binds the tokens to a key generated at start-up (ES256), or to the key
+//! in `DPOP_KEY_FILE` (PEM or JWK); the server decides (`token_type: DPoP`, or Bearer as before).
 
 use std::env;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use token_mgmt::prelude::*;
-use token_mgmt::tokens::{ClientSecretJwt, PrivateKey, PrivateKeyJwt, TlsClientCertificate};
+use token_mgmt::tokens::{
+    ClientSecretJwt, DpopKey, PrivateKey, PrivateKeyJwt, TlsClientCertificate,
+};
 use token_mgmt_examples::demo::{DemoConfig, DemoServer};
 use url::Url;
 
@@ -69,6 +74,7 @@ struct Settings {
     client_id: String,
     client_secret: String,
     authentication: ClientAuthentication,
+    dpop: Option<DpopKey>,
     scope: Option<String>,
     resource: Option<String>,
     api_base_address: Url,
@@ -84,6 +90,8 @@ impl Settings {
             })?),
             Err(_) => Duration::from_secs(5),
         };
+        let variable = |name: &str| env::var(name).ok().filter(|value| !value.is_empty());
+        let dpop = dpop_from(variable)?;
         let Ok(token_endpoint) = env::var("TOKEN_ENDPOINT") else {
             let demo = DemoServer::start(DemoConfig::default()).await?;
             tracing::info!(
@@ -96,6 +104,7 @@ impl Settings {
                 client_id: "m2m.short".into(),
                 client_secret: "secret".into(),
                 authentication: ClientAuthentication::default(),
+                dpop,
                 scope: Some("api".into()),
                 resource: None,
                 api_base_address: demo.api_base(),
@@ -103,7 +112,6 @@ impl Settings {
             };
             return Ok((settings, Some(demo)));
         };
-        let variable = |name: &str| env::var(name).ok().filter(|value| !value.is_empty());
         let authentication = authentication_from(variable)?;
         let client_secret = if authentication.method().starts_with("client_secret_") {
             required("CLIENT_SECRET")?
@@ -115,6 +123,7 @@ impl Settings {
             client_id: required("CLIENT_ID")?,
             client_secret,
             authentication,
+            dpop,
             scope: variable("SCOPE"),
             resource: variable("RESOURCE"),
             api_base_address: parse_url("API_BASE_ADDRESS", &required("API_BASE_ADDRESS")?)?,
@@ -165,6 +174,18 @@ fn authentication_from(
     })
 }
 
+/// The DPoP key asked for with `DPOP=1` (`DPOP_KEY_FILE`, or generated); `None` without `DPOP`.
+fn dpop_from(variable: impl Fn(&str) -> Option<String>) -> Result<Option<DpopKey>, BoxError> {
+    match variable("DPOP").as_deref() {
+        None | Some("0" | "false") => Ok(None),
+        Some("1" | "true") => Ok(Some(match variable("DPOP_KEY_FILE") {
+            Some(path) => DpopKey::from_key(PrivateKey::from_file(path)),
+            None => DpopKey::generate(),
+        })),
+        Some(other) => Err(format!("DPOP `{other}` is not 1 or 0").into()),
+    }
+}
+
 fn required(name: &str) -> Result<String, BoxError> {
     env::var(name).map_err(|_| format!("{name} must be set when TOKEN_ENDPOINT is set").into())
 }
@@ -189,6 +210,7 @@ async fn main() -> Result<(), BoxError> {
                         client_id: settings.client_id,
                         client_secret: settings.client_secret.into(),
                         authentication: settings.authentication,
+                        dpop: settings.dpop,
                         scope: settings.scope,
                         resources: settings.resource.into_iter().collect(),
                         ..Default::default()
@@ -223,6 +245,33 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| (*v).to_owned())
         })
+    }
+
+    #[test]
+    fn dpop_is_turned_on_with_dpop_1() {
+        let dpop = |variables: &'static [(&str, &str)]| {
+            dpop_from(|name| {
+                variables
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        assert!(dpop(&[]).unwrap().is_none());
+        assert!(dpop(&[("DPOP", "0")]).unwrap().is_none());
+        let generated = format!("{:?}", dpop(&[("DPOP", "1")]).unwrap().unwrap());
+        assert!(generated.contains("ES256"), "{generated}");
+        let file = format!(
+            "{:?}",
+            dpop(&[("DPOP", "1"), ("DPOP_KEY_FILE", "/run/dpop.pem")])
+                .unwrap()
+                .unwrap()
+        );
+        assert!(file.contains("/run/dpop.pem"), "{file}");
+        assert_eq!(
+            dpop(&[("DPOP", "yes")]).unwrap_err().to_string(),
+            "DPOP `yes` is not 1 or 0"
+        );
     }
 
     #[test]

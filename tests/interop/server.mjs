@@ -6,7 +6,9 @@
 // CONFIG: { "clients": [oidc-provider client metadata...],
 //           "resources": { "<resource indicator>": "<space-separated scopes>" },
 //           "scopes": ["..."],
-//           "tls": null | { "key": PEM, "cert": PEM, "ca": PEM } }
+//           "tls": null | { "key": PEM, "cert": PEM, "ca": PEM },
+//           "dpop_require_nonce": ["<client id whose DPoP proofs must carry a server nonce>"],
+//           "dpop_signing_algs": null | ["ES256", ...] }
 //
 // A client may carry `"jwks_pem": [{ "kid": "...", "pem": PEM }]`: public keys or certificates in
 // PEM, turned into its `jwks` here (certificates with `x5c`, for self_signed_tls_client_auth).
@@ -15,16 +17,23 @@
 // certificates issued by `ca` (tls_client_auth); self-signed ones are checked against the client's
 // registered JWKS by oidc-provider (self_signed_tls_client_auth).
 //
+// DPoP (RFC 9449) is on: a client with `dpop_bound_access_tokens: true` gets tokens only with a
+// proof; every response to a proof carries a `DPoP-Nonce`, and the clients listed in
+// `dpop_require_nonce` must send it. `GET /test/counts` answers how many token requests came in.
+//
 // Listens on 127.0.0.1 at an OS-assigned port and prints one JSON line on stdout:
 // {"issuer": "...", "token_endpoint": "..."}. Exits when stdin closes (the test dropped its handle).
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { X509Certificate, createHash, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import {
+  X509Certificate, createHash, createPublicKey, generateKeyPairSync, randomBytes,
+} from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const tls = config.tls ?? null;
+const requireNonce = new Set(config.dpop_require_nonce ?? []);
 
 // The signing key of JWT access tokens; fresh per run.
 const signingKey = generateKeyPairSync('ec', { namedCurve: 'P-256' })
@@ -86,11 +95,18 @@ function configuration() {
       clientAuthSigningAlgValues: [
         'HS256', 'HS384', 'HS512', 'RS256', 'PS256', 'ES256', 'ES384', 'Ed25519', 'EdDSA',
       ],
+      dPoPSigningAlgValues: config.dpop_signing_algs
+        ?? ['RS256', 'PS256', 'ES256', 'ES384', 'Ed25519', 'EdDSA'],
     },
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
+      dPoP: {
+        enabled: true,
+        nonceSecret: randomBytes(32),
+        requireNonce: (ctx) => requireNonce.has(ctx.oidc?.client?.clientId),
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => undefined,
@@ -149,7 +165,17 @@ server.listen(0, '127.0.0.1', () => {
   const issuer = `${tls === null ? 'http' : 'https'}://127.0.0.1:${port}`;
   const provider = new Provider(issuer, configuration());
   provider.on('server_error', (ctx, error) => console.error('server_error', error));
-  server.on('request', provider.callback());
+  const callback = provider.callback();
+  const counts = { token_requests: 0 };
+  server.on('request', (req, res) => {
+    if (req.url === '/test/counts') {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(counts));
+      return;
+    }
+    if (req.url.startsWith('/token')) counts.token_requests += 1;
+    callback(req, res);
+  });
   process.stdout.write(`${JSON.stringify({ issuer, token_endpoint: `${issuer}/token` })}\n`);
 });
 

@@ -89,6 +89,10 @@ pub struct ServerConfig {
     pub resources: Vec<(String, String)>,
     /// https with client certificates, or plain http.
     pub tls: Option<ServerTls>,
+    /// Client ids whose DPoP proofs must carry a server nonce.
+    pub dpop_require_nonce: Vec<String>,
+    /// The DPoP proof algorithms the server accepts (`None`: RS256, PS256, ES256, ES384, EdDSA).
+    pub dpop_signing_algs: Option<Vec<String>>,
 }
 
 /// A running oidc-provider. Killed on drop.
@@ -131,6 +135,8 @@ impl AuthorizationServer {
             "scopes": config.scopes,
             "resources": resources,
             "tls": tls,
+            "dpop_require_nonce": config.dpop_require_nonce,
+            "dpop_signing_algs": config.dpop_signing_algs,
         });
         std::fs::write(&config_path, document.to_string()).expect("write the server config");
 
@@ -190,6 +196,22 @@ impl AuthorizationServer {
             .parse()
             .expect("token endpoint URL");
         server
+    }
+
+    /// How many token requests the server received so far.
+    ///
+    /// # Panics
+    ///
+    /// When the server does not answer.
+    pub async fn token_requests(&self) -> u64 {
+        let counts: Value = reqwest::get(format!("{}/test/counts", self.issuer))
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("GET /test/counts")
+            .json()
+            .await
+            .expect("counts JSON");
+        counts["token_requests"].as_u64().expect("token_requests")
     }
 
     /// What the server wrote on stderr so far (its warnings and `server_error` reports).

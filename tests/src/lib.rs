@@ -1,6 +1,7 @@
 //! Test support: local servers, and the interop authorization server.
 
 pub mod api_server;
+pub mod dpop_api;
 pub mod interop;
 pub mod token_server;
 

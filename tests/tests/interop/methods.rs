@@ -29,6 +29,7 @@ fn start(clients: Vec<Value>) -> AuthorizationServer {
         scopes: vec![SCOPE.into(), "api:write".into()],
         resources: vec![(RESOURCE.into(), RESOURCE_SCOPES.into())],
         tls: None,
+        ..Default::default()
     })
 }
 

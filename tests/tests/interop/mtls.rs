@@ -143,6 +143,7 @@ async fn tls_client_auth_and_self_signed_tls_client_auth_get_certificate_bound_t
             key: server_cert.key.clone(),
             client_ca: pki.ca.cert.clone(),
         }),
+        ..Default::default()
     });
     let ca = &pki.ca;
     let service = service(vec![

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use url::{Url, form_urlencoded};
 
 use super::auth::Authenticator;
+use super::dpop::{DPOP_HEADER, DpopError, DpopProver, USE_DPOP_NONCE};
 use super::error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, TokenError, cap_chars};
 use super::options::{TokenClientOptions, display_endpoint};
 
@@ -24,6 +25,8 @@ pub(crate) struct ClientEndpoint {
     pub(crate) endpoint: Arc<str>,
     /// How its requests authenticate (built once; signs a new assertion per request).
     pub(crate) auth: Authenticator,
+    /// Its DPoP key (`None`: no DPoP), or why the key could not be had.
+    pub(crate) dpop: Option<Result<Arc<DpopProver>, Arc<DpopError>>>,
 }
 
 impl ClientEndpoint {
@@ -33,6 +36,45 @@ impl ClientEndpoint {
             url: options.address.clone(),
             endpoint: display_endpoint(&options.address).into(),
             auth: Authenticator::new(name, &options),
+            dpop: options.dpop.as_ref().map(|key| match key.load() {
+                Ok(key) => Ok(Arc::new(DpopProver::new(key))),
+                Err(error) => Err(Arc::new(DpopError::Key(error))),
+            }),
+        }
+    }
+
+    /// The DPoP prover, if the client uses DPoP.
+    pub(crate) fn dpop(&self) -> Result<Option<&DpopProver>, TokenError> {
+        match &self.dpop {
+            None => Ok(None),
+            Some(Ok(prover)) => Ok(Some(prover)),
+            Some(Err(source)) => Err(self.dpop_error(Arc::clone(source))),
+        }
+    }
+
+    /// The client fingerprint of cache keys, with the DPoP key's thumbprint mixed in: a token
+    /// bound to one key is never served to a client holding another.
+    pub(crate) fn with_dpop_thumbprint(&self, fingerprint: String) -> String {
+        match &self.dpop {
+            None => fingerprint,
+            Some(Ok(prover)) => format!("{fingerprint}.dpop.{}", prover.thumbprint()),
+            Some(Err(_)) => format!("{fingerprint}.dpop.unavailable"),
+        }
+    }
+
+    /// A token arrived: a DPoP client that got a Bearer token says so (once).
+    pub(crate) fn received(&self, token: &super::ClientAccessToken) {
+        if let Some(Ok(prover)) = &self.dpop {
+            if !token.is_dpop() {
+                prover.bearer_issued(&self.name);
+            }
+        }
+    }
+
+    pub(crate) fn dpop_error(&self, source: Arc<DpopError>) -> TokenError {
+        TokenError::DpopProof {
+            client: self.name.to_string(),
+            source,
         }
     }
 }
@@ -121,11 +163,37 @@ impl TokenEndpointClient {
         result
     }
 
+    /// One exchange; with DPoP, a `use_dpop_nonce` answer that brings a nonce is resent once with
+    /// it (RFC 9449 section 8).
     async fn exchange(
         &self,
         client: &ClientEndpoint,
         shape: &RequestShape,
     ) -> Result<TokenResponse, TokenError> {
+        let mut nonce = false;
+        let result = self.exchange_once(client, shape, &mut nonce).await;
+        if !nonce || !is_use_dpop_nonce(&result) {
+            return result;
+        }
+        tracing::debug!(client = %client.name, "the token endpoint asked for a DPoP nonce; resending");
+        let result = self.exchange_once(client, shape, &mut nonce).await;
+        if is_use_dpop_nonce(&result) {
+            return Err(TokenError::DpopNonceRejected {
+                client: client.name.to_string(),
+                endpoint: client.endpoint.to_string(),
+            });
+        }
+        result
+    }
+
+    /// Sends one token request; `nonce` says whether the response brought a DPoP nonce.
+    async fn exchange_once(
+        &self,
+        client: &ClientEndpoint,
+        shape: &RequestShape,
+        nonce: &mut bool,
+    ) -> Result<TokenResponse, TokenError> {
+        let dpop = client.dpop()?;
         let request = client
             .auth
             .http_client(&self.http)
@@ -135,11 +203,18 @@ impl TokenEndpointClient {
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/x-www-form-urlencoded"),
             );
-        let request = client.auth.apply(request, form_body(shape)).await?;
+        let mut request = client.auth.apply(request, form_body(shape)).await?;
+        if let Some(prover) = dpop {
+            let proof = prover
+                .proof("POST", &client.url, None)
+                .map_err(|e| client.dpop_error(Arc::new(e)))?;
+            request = request.header(DPOP_HEADER, proof);
+        }
         let mut response = request
             .send()
             .await
             .map_err(|e| transport(client, "sending the request failed", e))?;
+        *nonce = dpop.is_some_and(|prover| prover.remember_nonce(&client.url, response.headers()));
         let status = response.status();
         let retry_after = response
             .headers()
@@ -179,6 +254,10 @@ impl TokenEndpointClient {
         }
         Ok(body)
     }
+}
+
+fn is_use_dpop_nonce(result: &Result<TokenResponse, TokenError>) -> bool {
+    matches!(result, Err(error) if error.oauth_error() == Some(USE_DPOP_NONCE))
 }
 
 fn transport(client: &ClientEndpoint, context: &'static str, error: reqwest::Error) -> TokenError {

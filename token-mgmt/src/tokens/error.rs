@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::auth::{CertificateError, HmacAlgorithm, KeyError};
+use super::dpop::DpopError;
 use crate::BoxError;
 
 /// Longest `error_description` kept from a token service response, in characters.
@@ -75,7 +76,7 @@ pub enum TokenError {
     /// The token endpoint issued a token of a type this client does not understand (RFC 6749
     /// section 7.1: such a token must not be used). Not cached.
     #[error(
-        "token endpoint {endpoint} issued client `{client}` a token of unsupported type `{token_type}` (only Bearer is supported)"
+        "token endpoint {endpoint} issued client `{client}` a token of unsupported type `{token_type}` (only Bearer, and DPoP for a client with a DPoP key, are supported)"
     )]
     UnsupportedTokenType {
         /// The token client name.
@@ -186,6 +187,29 @@ pub enum TokenError {
         source: Arc<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// No DPoP proof could be made for the request (the key could not be generated or loaded when
+    /// the service was built, or signing failed).
+    #[error("could not make a DPoP proof for client `{client}`")]
+    DpopProof {
+        /// The token client name.
+        client: String,
+        /// Why.
+        #[source]
+        source: Arc<DpopError>,
+    },
+
+    /// The token endpoint asked for a DPoP nonce (`use_dpop_nonce`), and refused the request resent
+    /// with the nonce it gave.
+    #[error(
+        "token endpoint {endpoint} refused the DPoP proof of client `{client}` again after a nonce retry"
+    )]
+    DpopNonceRejected {
+        /// The token client name.
+        client: String,
+        /// The token endpoint (without user info).
+        endpoint: String,
+    },
+
     /// The shared token request ended without a result (its task panicked or the runtime is
     /// shutting down).
     #[error("the token request of client `{client}` to {endpoint} was aborted before it completed")]
@@ -213,6 +237,8 @@ impl TokenError {
             | TokenError::Unavailable { client, .. }
             | TokenError::UnsupportedTokenType { client, .. }
             | TokenError::ClientAuthentication { client, .. }
+            | TokenError::DpopProof { client, .. }
+            | TokenError::DpopNonceRejected { client, .. }
             | TokenError::Aborted { client, .. } => client,
         }
     }
@@ -229,8 +255,10 @@ impl TokenError {
             | TokenError::Unavailable { endpoint, .. }
             | TokenError::UnsupportedTokenType { endpoint, .. }
             | TokenError::ClientAuthentication { endpoint, .. }
+            | TokenError::DpopNonceRejected { endpoint, .. }
             | TokenError::Aborted { endpoint, .. } => Some(endpoint),
             TokenError::UnknownClient { .. }
+            | TokenError::DpopProof { .. }
             | TokenError::ReservedParameter { .. }
             | TokenError::Cache { .. } => None,
         }
@@ -407,6 +435,16 @@ pub enum OptionsError {
     /// fit it).
     #[error("token client `{client}`: the private_key_jwt key cannot be used")]
     ClientKey {
+        /// The token client name.
+        client: String,
+        /// What is wrong with the key.
+        #[source]
+        source: Arc<KeyError>,
+    },
+
+    /// The DPoP key cannot be used (unreadable, unparseable, or its algorithm does not fit it).
+    #[error("token client `{client}`: the DPoP key cannot be used")]
+    DpopKey {
         /// The token client name.
         client: String,
         /// What is wrong with the key.

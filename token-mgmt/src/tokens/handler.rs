@@ -11,6 +11,7 @@ use reqwest::{Request, Response, StatusCode};
 use reqwest_middleware::{Middleware, Next};
 use url::{Origin, Url};
 
+use super::dpop::{DPOP_HEADER, USE_DPOP_NONCE};
 use super::error::TokenError;
 use super::metrics::{self, names};
 use super::options::{TokenRequestParameters, UnauthorizedRenewal};
@@ -84,7 +85,11 @@ pub struct SkipAccessToken;
 /// 1. Gets the token from [`AccessTokenManagementService`] (from the cache, or one shared token
 ///    request on a miss) and sets `Authorization` to [`ClientAccessToken::authorization_header`]
 ///    (`Bearer <token>`, a sensitive header value). An `Authorization` header set by the caller is
-///    replaced.
+///    replaced. A DPoP-bound token (see [`DpopKey`](super::DpopKey)) goes as `DPoP <token>` with a
+///    new `DPoP` proof for the request's method and URL; the `DPoP-Nonce` of every response is
+///    remembered for the next proofs to that origin, and a `401` asking for a nonce
+///    (`error="use_dpop_nonce"`) that brings one is resent once with a new proof (this is not a
+///    renewal, and happens at most once per request).
 /// 2. If no token can be had, the request is **not** sent: the call fails with
 ///    [`reqwest_middleware::Error::Middleware`] wrapping the [`TokenError`], which can be had back with
 ///    `error.downcast_ref::<TokenError>()` (or
@@ -280,6 +285,79 @@ impl ClientAccessTokenHandler {
     }
 }
 
+impl ClientAccessTokenHandler {
+    /// Sends `req` authorized with `token` (with a DPoP proof when the token is DPoP-bound), and
+    /// remembers the DPoP nonce the response carries. A DPoP `401` asking for a nonce
+    /// (`use_dpop_nonce`, RFC 9449 section 9) that brings one is resent once with a new proof, if
+    /// `nonce_retry` is still set and the body can be replayed.
+    async fn send(
+        &self,
+        next: &Next<'_>,
+        mut req: Request,
+        extensions: &mut Extensions,
+        token: &ClientAccessToken,
+        nonce_retry: &mut bool,
+    ) -> reqwest_middleware::Result<Response> {
+        if !token.is_dpop() {
+            req.headers_mut()
+                .insert(AUTHORIZATION, token.authorization_header());
+            return next.clone().run(req, extensions).await;
+        }
+        let url = req.url().clone();
+        let retry = if *nonce_retry { req.try_clone() } else { None };
+        self.authorize_dpop(&mut req, token)?;
+        let response = next.clone().run(req, extensions).await?;
+        let nonce = self.remember_nonce(&url, &response);
+        if !nonce || response.status() != StatusCode::UNAUTHORIZED || !asks_for_nonce(&response) {
+            return Ok(response);
+        }
+        let Some(mut retry) = retry else {
+            return Ok(response);
+        };
+        *nonce_retry = false;
+        tracing::debug!(client = %self.client_name, "the API asked for a DPoP nonce; resending once");
+        drop(response);
+        self.authorize_dpop(&mut retry, token)?;
+        let response = next.clone().run(retry, extensions).await?;
+        self.remember_nonce(&url, &response);
+        Ok(response)
+    }
+
+    /// Sets `Authorization: DPoP <token>` and a new proof for this request.
+    fn authorize_dpop(
+        &self,
+        req: &mut Request,
+        token: &ClientAccessToken,
+    ) -> reqwest_middleware::Result<()> {
+        let proof = self
+            .service
+            .dpop_proof(&self.client_name, req.method(), req.url(), token)
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let headers = req.headers_mut();
+        if let Some(proof) = proof {
+            headers.insert(DPOP_HEADER, proof);
+        }
+        headers.insert(AUTHORIZATION, token.authorization_header());
+        Ok(())
+    }
+
+    fn remember_nonce(&self, url: &Url, response: &Response) -> bool {
+        self.service
+            .remember_dpop_nonce(&self.client_name, url, response.headers())
+            .unwrap_or(false)
+    }
+}
+
+/// Whether a `WWW-Authenticate` challenge says `error="use_dpop_nonce"`.
+fn asks_for_nonce(response: &Response) -> bool {
+    response
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|challenge| error_parameter(challenge).as_deref() == Some(USE_DPOP_NONCE))
+}
+
 /// `parameters` without `force_renewal` (borrowed when it is not set, as it usually is not).
 fn unforced(parameters: &TokenRequestParameters) -> Cow<'_, TokenRequestParameters> {
     if parameters.force_renewal {
@@ -379,7 +457,7 @@ fn error_parameter(challenge: &str) -> Option<String> {
 impl Middleware for ClientAccessTokenHandler {
     async fn handle(
         &self,
-        mut req: Request,
+        req: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
@@ -398,14 +476,15 @@ impl Middleware for ClientAccessTokenHandler {
             .map_err(reqwest_middleware::Error::middleware)?;
         // Taken before the token goes in; `None` for a streaming body, which cannot be replayed.
         let replay = req.try_clone();
-        req.headers_mut()
-            .insert(AUTHORIZATION, token.authorization_header());
-        let response = next.clone().run(req, extensions).await?;
+        let mut nonce_retry = true;
+        let response = self
+            .send(&next, req, extensions, &token, &mut nonce_retry)
+            .await?;
         if response.status() != StatusCode::UNAUTHORIZED || !self.renewal_can_help(&response) {
             return Ok(response);
         }
 
-        let Some(mut replay) = replay else {
+        let Some(replay) = replay else {
             tracing::debug!(
                 client = %self.client_name,
                 "the access token was rejected (401) on a request whose body cannot be resent; \
@@ -422,10 +501,8 @@ impl Middleware for ClientAccessTokenHandler {
                 );
                 metrics::count(names::UNAUTHORIZED_REPLAYS, &self.client_name);
                 drop(response);
-                replay
-                    .headers_mut()
-                    .insert(AUTHORIZATION, renewed.authorization_header());
-                next.run(replay, extensions).await
+                self.send(&next, replay, extensions, &renewed, &mut nonce_retry)
+                    .await
             }
             Ok(_same) => {
                 tracing::debug!(

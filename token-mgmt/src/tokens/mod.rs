@@ -31,6 +31,7 @@
 mod auth;
 mod cache;
 mod clock;
+mod dpop;
 mod endpoint;
 mod error;
 mod handler;
@@ -52,6 +53,7 @@ pub use cache::{
     PrecomputedHashBuilder, PrecomputedHasher, RequestLock, client_fingerprint,
 };
 pub use clock::{Clock, ManualClock, Sleep, Stamp, SystemClock};
+pub use dpop::{DPOP_HEADER, DPOP_NONCE_HEADER, DpopError, DpopKey, USE_DPOP_NONCE};
 pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use metrics::names as metric_names;

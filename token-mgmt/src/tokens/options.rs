@@ -20,6 +20,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -27,6 +28,7 @@ use url::{Host, Url};
 
 use super::auth::ClientAuthentication;
 use super::cache::DEFAULT_MAX_CACHED_TOKENS;
+use super::dpop::DpopKey;
 use super::error::OptionsError;
 use super::retry::RetryPolicy;
 
@@ -265,6 +267,9 @@ pub struct TokenClientOptions {
     pub parameters: Vec<(String, String)>,
     /// Allow a plain `http://` address to a non-loopback host (the secret travels in clear text).
     pub allow_insecure_http: bool,
+    /// DPoP (RFC 9449): prove possession of this key on every token request and, when the server
+    /// binds the token to it (`token_type: DPoP`), on every API request (`None`: Bearer tokens).
+    pub dpop: Option<DpopKey>,
 }
 
 impl Default for TokenClientOptions {
@@ -278,6 +283,7 @@ impl Default for TokenClientOptions {
             resources: Vec::new(),
             parameters: Vec::new(),
             allow_insecure_http: false,
+            dpop: None,
         }
     }
 }
@@ -302,6 +308,7 @@ impl fmt::Debug for TokenClientOptions {
             .field("resources", &self.resources)
             .field("parameters", &parameters)
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("dpop", &self.dpop)
             .finish()
     }
 }
@@ -326,6 +333,12 @@ impl TokenClientOptions {
             }
         }
         problems.extend(self.authentication.problems(name, &self.client_secret));
+        if let Some(Err(source)) = self.dpop.as_ref().map(DpopKey::check) {
+            problems.push(OptionsError::DpopKey {
+                client: client(),
+                source: Arc::new(source),
+            });
+        }
         problems
     }
 

@@ -178,14 +178,16 @@ enum ClientChange {
 
 impl ClientState {
     fn new(name: &str, options: TokenClientOptions, key_prefix: &str) -> Self {
-        let fingerprint = client_fingerprint(options.address.as_str(), &options.client_id);
+        let identity = client_fingerprint(options.address.as_str(), &options.client_id);
         let default_shape = RequestShape {
             scope: options.scope.clone(),
             resources: options.resources.clone(),
             parameters: options.parameters.clone(),
         };
-        let default_key = key_for(key_prefix, name, &fingerprint, &default_shape);
         let endpoint = ClientEndpoint::new(name, options);
+        // A DPoP client's tokens are bound to its key: the key's thumbprint is part of every key.
+        let fingerprint = endpoint.with_dpop_thumbprint(identity);
+        let default_key = key_for(key_prefix, name, &fingerprint, &default_shape);
         Self {
             endpoint,
             fingerprint,
@@ -474,6 +476,11 @@ impl AccessTokenManagementService {
     /// [`OptionsError::UnknownClient`] for a name that is not registered.
     pub fn remove_client(&self, name: &str) -> Result<(), OptionsError> {
         self.inner.change_clients(name, None, ClientChange::Remove)
+    }
+
+    /// The token client `name`'s state (its endpoint, DPoP prover, ...).
+    pub(crate) fn client_state(&self, name: &str) -> Result<Arc<ClientState>, TokenError> {
+        self.inner.client(name)
     }
 
     /// The token cache in use.
@@ -1063,7 +1070,9 @@ impl Inner {
             response.token_type.as_deref(),
             times,
             response.scope,
+            client.endpoint.dpop.is_some(),
         )
+        .inspect(|token| client.endpoint.received(token))
         .map_err(|error| match error {
             InvalidToken::UnsupportedType(token_type) => TokenError::UnsupportedTokenType {
                 client: client.endpoint.name.to_string(),

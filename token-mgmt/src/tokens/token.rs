@@ -75,15 +75,15 @@ pub enum InvalidToken {
     HeaderCharacters,
     /// The token type is not one this client understands (RFC 6749 section 7.1: the client must not
     /// use it).
-    #[error("unsupported token type `{0}` (only Bearer is supported)")]
+    #[error("unsupported token type `{0}` (only Bearer and DPoP are supported)")]
     UnsupportedType(String),
 }
 
 impl ClientAccessToken {
     /// Builds a token, e.g. in a cache that read it back from outside the process.
     ///
-    /// `token_type` must be `Bearer` (any case); a missing or empty type is taken as `Bearer`, as
-    /// most servers that omit it mean (RFC 6749 requires it). `expires_at` is when the token expires
+    /// `token_type` must be `Bearer` or `DPoP` (any case); a missing or empty type is taken as
+    /// `Bearer`, as most servers that omit it mean (RFC 6749 requires it). `expires_at` is when the token expires
     /// (`None`: unknown); `refresh_at` is when the service stops handing it out without renewing it
     /// (`None`: never, until deleted or rejected).
     ///
@@ -111,13 +111,18 @@ impl ClientAccessToken {
         )
     }
 
-    /// A token just received by the service, anchored on its clock.
+    /// A token just received by the service, anchored on its clock. A `DPoP` token is accepted only
+    /// by a client with a DPoP key (`dpop`).
     pub(crate) fn received(
         access_token: String,
         token_type: Option<&str>,
         times: ReceivedTimes,
         scope: Option<String>,
+        dpop: bool,
     ) -> Result<Self, InvalidToken> {
+        if !dpop && normalise_token_type(token_type) == Ok("DPoP") {
+            return Err(InvalidToken::UnsupportedType("DPoP".to_owned()));
+        }
         Self::build(
             access_token,
             token_type,
@@ -207,9 +212,15 @@ impl ClientAccessToken {
         self.header_str(start..self.inner.authorization.len())
     }
 
-    /// The token type, normalised (`Bearer`).
+    /// The token type, normalised (`Bearer` or `DPoP`).
     pub fn token_type(&self) -> &str {
         self.header_str(0..self.inner.token_start as usize - 1)
+    }
+
+    /// Whether the token is bound to the client's DPoP key (`token_type` `DPoP`): every request
+    /// it authorizes needs a DPoP proof.
+    pub fn is_dpop(&self) -> bool {
+        self.token_type() == "DPoP"
     }
 
     /// A part of the header value. It was built from UTF-8 strings and is split at the ASCII space
@@ -236,7 +247,7 @@ impl ClientAccessToken {
         self.inner.scope.as_deref()
     }
 
-    /// The `Authorization` header value (`Bearer <token>`), marked sensitive.
+    /// The `Authorization` header value (`Bearer <token>` or `DPoP <token>`), marked sensitive.
     /// Computed once when the token was received; this clones it (a reference-count increment).
     pub fn authorization_header(&self) -> HeaderValue {
         self.inner.authorization.clone()
@@ -335,7 +346,7 @@ pub(crate) struct ReceivedTimes {
 pub struct StoredClientAccessToken {
     /// The access token.
     pub access_token: String,
-    /// The token type (`Bearer`).
+    /// The token type (`Bearer` or `DPoP`).
     pub token_type: String,
     /// When the token expires.
     pub expires_at: Option<SystemTime>,
@@ -387,6 +398,7 @@ fn normalise_token_type(token_type: Option<&str>) -> Result<&'static str, Invali
     match token_type.map(str::trim) {
         None | Some("") => Ok("Bearer"),
         Some(t) if t.eq_ignore_ascii_case("bearer") => Ok("Bearer"),
+        Some(t) if t.eq_ignore_ascii_case("dpop") => Ok("DPoP"),
         Some(other) => Err(InvalidToken::UnsupportedType(
             other.chars().take(32).collect(),
         )),
@@ -414,6 +426,34 @@ mod tests {
         assert_eq!(
             ClientAccessToken::new("abc", Some("mac"), None, None, None).unwrap_err(),
             InvalidToken::UnsupportedType("mac".into())
+        );
+    }
+
+    #[test]
+    fn dpop_tokens_are_accepted_only_for_dpop_clients() {
+        let t = ClientAccessToken::new("abc", Some("dpop"), None, None, None).unwrap();
+        assert_eq!(t.authorization_header(), "DPoP abc");
+        assert!(t.is_dpop());
+        assert!(
+            !ClientAccessToken::new("abc", None, None, None, None)
+                .unwrap()
+                .is_dpop()
+        );
+        let times = || ReceivedTimes {
+            expires_at: None,
+            refresh_at: None,
+            deadlines: Deadlines {
+                refresh: Stamp::NEVER,
+                expiry: Stamp::NEVER,
+            },
+            received: Stamp::from_nanos(0),
+        };
+        let received =
+            |dpop| ClientAccessToken::received("abc".into(), Some("DPoP"), times(), None, dpop);
+        assert!(received(true).unwrap().is_dpop());
+        assert_eq!(
+            received(false).unwrap_err(),
+            InvalidToken::UnsupportedType("DPoP".into())
         );
     }
 

@@ -13,7 +13,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPairComponents, PublicKeyComponents};
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
-    RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair,
+    KeyPair as _, RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -97,6 +97,12 @@ pub enum KeyError {
     InvalidJwk {
         /// What is wrong (never a value from the JWK).
         reason: &'static str,
+    },
+    /// A new key could not be generated.
+    #[error("could not generate a {algorithm} key")]
+    Generate {
+        /// The algorithm the key was for.
+        algorithm: SigningAlgorithm,
     },
     /// The key is not an RSA, P-256, P-384 or Ed25519 private key, or its encoding is invalid.
     #[error("the key is not a valid RSA (2048 bits or more), P-256, P-384 or Ed25519 private key")]
@@ -459,6 +465,64 @@ pub(crate) struct LoadedKey {
 }
 
 impl LoadedKey {
+    /// A new random key for `algorithm` (RSA keys are 2048 bits).
+    pub(crate) fn generate(algorithm: SigningAlgorithm) -> Result<Self, KeyError> {
+        use SigningAlgorithm as A;
+        let key = match algorithm {
+            A::Rs256 | A::Ps256 => {
+                RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map(SigningKey::Rsa)
+            }
+            A::Es256 => {
+                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map(SigningKey::Ecdsa)
+            }
+            A::Es384 => {
+                EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).map(SigningKey::Ecdsa)
+            }
+            A::EdDsa => Ed25519KeyPair::generate().map(SigningKey::Ed25519),
+        };
+        Ok(Self {
+            key: key.map_err(|_| KeyError::Generate { algorithm })?,
+            algorithm,
+            key_id: None,
+        })
+    }
+
+    /// The public key as a JWK with only the members RFC 7638 section 3.2 requires, in
+    /// lexicographic order and without whitespace: the input of the JWK thumbprint, and a valid
+    /// public JWK to send.
+    pub(crate) fn public_jwk(&self) -> String {
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        match &self.key {
+            SigningKey::Rsa(key) => {
+                let public = key.public_key();
+                format!(
+                    r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+                    b64(public.exponent().big_endian_without_leading_zero()),
+                    b64(public.modulus().big_endian_without_leading_zero()),
+                )
+            }
+            SigningKey::Ecdsa(key) => {
+                // An uncompressed point: 0x04, then x and y of equal length.
+                let point = &key.public_key().as_ref()[1..];
+                let (x, y) = point.split_at(point.len() / 2);
+                let curve = if self.algorithm == SigningAlgorithm::Es384 {
+                    "P-384"
+                } else {
+                    "P-256"
+                };
+                format!(
+                    r#"{{"crv":"{curve}","kty":"EC","x":"{}","y":"{}"}}"#,
+                    b64(x),
+                    b64(y)
+                )
+            }
+            SigningKey::Ed25519(key) => format!(
+                r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
+                b64(key.public_key().as_ref())
+            ),
+        }
+    }
+
     /// The signature of `message` (JWS encoding: fixed-size `r || s` for ECDSA).
     pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
         let rng = SystemRandom::new();

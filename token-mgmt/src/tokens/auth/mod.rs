@@ -23,6 +23,7 @@ pub use assertion::{
     DEFAULT_ASSERTION_LIFETIME, HmacAlgorithm, JWT_BEARER_ASSERTION_TYPE, PrivateKeyJwt,
     PrivateKeySigner,
 };
+pub(crate) use keys::LoadedKey;
 pub use keys::{KeyError, PrivateKey, SigningAlgorithm};
 pub use tls::{CertificateError, Pem, TlsClientCertificate};
 
