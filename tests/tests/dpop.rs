@@ -76,7 +76,7 @@ async fn token_requests_carry_a_proof_for_the_token_endpoint() {
     assert_eq!(claims["htu"], server.url(), "no query");
     assert!(claims.get("ath").is_none());
     assert_eq!(
-        Some(thumbprint(&header["jwk"]).as_str()),
+        Some(thumbprint(&header["jwk"])),
         service.dpop_thumbprint("dpop").unwrap()
     );
     // Every request gets a new proof.
@@ -244,7 +244,7 @@ async fn the_cache_key_includes_the_keys_thumbprint() {
     assert!(
         key("a")
             .as_str()
-            .contains(service.dpop_thumbprint("a").unwrap().unwrap())
+            .contains(&service.dpop_thumbprint("a").unwrap().unwrap())
     );
 }
 
