@@ -132,8 +132,42 @@ async fn under_concurrent_use_no_call_after_a_replace_gets_the_old_request_token
         tokio::task::yield_now().await;
     }
     stop.store(true, Ordering::SeqCst);
+    let mut calls = 0;
     for caller in callers {
-        assert!(caller.await.unwrap() > 0);
+        calls += caller.await.expect("no caller got the old request's token");
     }
+    assert!(calls > 32, "the callers made calls: {calls}");
     assert_eq!(server.request_count(), 2, "one token request per scope");
+}
+
+/// A replaced client's old token is dropped at its refresh time, not renewed with the old options;
+/// the new client's token is renewed as usual.
+#[tokio::test]
+async fn the_old_request_of_a_replaced_client_is_not_renewed_in_the_background() {
+    let server = TokenServer::start();
+    let (service, clock) = crate::manual_service(options_for(&server, |c| {
+        c.scope = Some("old".into());
+    }));
+    assert_eq!(token(&service, CLIENT).await.unwrap(), "tok-1-old-");
+    let old_key = service.cache_key(CLIENT, &defaults()).unwrap();
+    let mut replacement = server.client_options();
+    replacement.scope = Some("new".into());
+    service.replace_client(CLIENT, replacement).unwrap();
+    assert_eq!(token(&service, CLIENT).await.unwrap(), "tok-2-new-");
+
+    // Past both refresh times (3600 s tokens, 60 s buffer): only the new request is renewed.
+    clock.advance(std::time::Duration::from_secs(3550));
+    server.wait_for_requests(3).await;
+    let dropped = async {
+        while service.cache().get_cached(&old_key).is_some() {
+            tokio::task::yield_now().await;
+        }
+    };
+    // A guard against a hang only: the drop happens as soon as the renewal task runs.
+    tokio::time::timeout(std::time::Duration::from_secs(30), dropped)
+        .await
+        .expect("the old token is dropped");
+    let renewal = server.last_request().unwrap();
+    assert_eq!(renewal.form_value("scope"), Some("new"));
+    assert_eq!(server.request_count(), 3);
 }

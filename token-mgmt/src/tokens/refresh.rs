@@ -156,9 +156,11 @@ async fn renew_or_evict(inner: &Arc<Inner>, due: Scheduled, now: Stamp) {
     if !still_cached {
         return; // replaced or deleted meanwhile
     }
-    if now.saturating_duration_since(token.last_used()) >= due.idle {
-        inner.evict_idle(&due.request).await;
-    } else {
-        inner.renew_in_background(&due.request);
+    match inner.current_request(&due.request) {
+        Some(request) if now.saturating_duration_since(token.last_used()) < due.idle => {
+            inner.renew_in_background(&request);
+        }
+        // Unused for the idle window, or its client was removed or now asks for something else.
+        _ => inner.evict_idle(&due.request).await,
     }
 }

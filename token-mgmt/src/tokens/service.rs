@@ -719,22 +719,9 @@ impl Inner {
             _ => {}
         }
         self.clients.store(Arc::new(ClientTable::new(clients)));
-        // A token of a request that is gone is never served again (its key is unreachable); drop
-        // the default one now rather than waiting for the idle eviction.
-        if let Some(old) = existing {
-            let unchanged = replacement
-                .as_ref()
-                .is_some_and(|new| new.default_key == old.default_key);
-            if !unchanged {
-                let cache = Arc::clone(&self.cache);
-                let key = old.default_key.clone();
-                drop(self.runtime.spawn(async move {
-                    if let Err(error) = cache.delete(&key).await {
-                        tracing::debug!(%error, "could not drop the token of a changed client");
-                    }
-                }));
-            }
-        }
+        // The old client's tokens are unreachable from the new table, so never served again to a
+        // call that starts now; calls already in progress may still finish with them. The renewal
+        // task drops them at their refresh time instead of renewing them.
         Ok(())
     }
 
@@ -1155,6 +1142,24 @@ impl Inner {
         let live = self.keys.len();
         self.sweep_threshold
             .store(MIN_SWEEP_THRESHOLD.max(live * 2), Ordering::Relaxed);
+    }
+
+    /// `request` for the client now registered under its name: the same request if the client was
+    /// not changed, the same key with the replacement if only its secret or key changed, `None` if
+    /// it was removed or its request changed.
+    pub(crate) fn current_request(&self, request: &Request) -> Option<Request> {
+        let table = self.clients.load();
+        let current = table.get(&request.client.endpoint.name)?;
+        if Arc::ptr_eq(current, &request.client) {
+            return Some(request.clone());
+        }
+        let same_request = current.fingerprint == request.client.fingerprint
+            && (request.shape.is_some() || current.default_key == request.key);
+        same_request.then(|| Request {
+            client: Arc::clone(current),
+            key: request.key.clone(),
+            shape: request.shape.clone(),
+        })
     }
 
     /// Starts a background renewal of `request` (used by the renewal scheduler).
