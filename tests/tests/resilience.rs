@@ -19,14 +19,18 @@ mod resilience {
 
 use std::error::Error;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken, ManualClock,
     RetryPolicy, TokenError, TokenRequestParameters,
 };
+use metrics_util::debugging::{DebugValue, Snapshotter};
 use token_mgmt_tests::fault_server::FaultServer;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
 
 /// The token client name used by the tests.
 pub const CLIENT: &str = "api";
@@ -116,7 +120,11 @@ pub async fn get_with(
 pub fn chain_has_status(error: &TokenError, status: u16) -> bool {
     let mut next: Option<&(dyn Error + 'static)> = Some(error);
     while let Some(error) = next {
-        if let Some(TokenError::Endpoint { status: s, .. }) = error.downcast_ref::<TokenError>() {
+        // `Unavailable` holds its cause boxed, and reports the box as its source.
+        let token_error = error
+            .downcast_ref::<TokenError>()
+            .or_else(|| error.downcast_ref::<Box<TokenError>>().map(|b| &**b));
+        if let Some(TokenError::Endpoint { status: s, .. }) = token_error {
             if s.as_u16() == status {
                 return true;
             }
@@ -129,4 +137,101 @@ pub fn chain_has_status(error: &TokenError, status: u16) -> bool {
 /// Seconds as a duration.
 pub const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
+}
+
+/// Every event from token-mgmt: level, message and all fields as text.
+#[derive(Clone, Default)]
+pub struct Events(pub Arc<Mutex<Vec<(Level, String, String)>>>);
+
+impl Events {
+    /// How many events of `level` had this message.
+    pub fn count(&self, level: Level, message: &str) -> usize {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|(l, m, _)| *l == level && m == message)
+            .count()
+    }
+
+    /// Every event as text, one a line.
+    pub fn all_text(&self) -> String {
+        let events = self.0.lock().unwrap();
+        events.iter().map(|(_, m, f)| format!("{m} {f}\n")).collect()
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    all: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text.clone();
+        }
+        self.all.push_str(&format!("{}={text} ", field.name()));
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Events {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        if !event.metadata().target().starts_with("token_mgmt") {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), fields.message, fields.all));
+    }
+}
+
+/// Everything recorded so far. The debugging recorder's snapshots drain it (counters are swapped
+/// to zero, histograms cleared), so each snapshot is appended here and values are summed.
+#[derive(Default)]
+pub struct Recorded(pub Vec<(String, Vec<(String, String)>, DebugValue)>);
+
+impl Recorded {
+    /// Appends what was recorded since the last snapshot.
+    pub fn take(&mut self, snapshotter: &Snapshotter) {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let labels = key
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            self.0.push((key.key().name().to_owned(), labels, value));
+        }
+    }
+
+    /// The total of counter `name` (with label `outcome`, when given).
+    pub fn counter(&self, name: &str, outcome: Option<&str>) -> u64 {
+        self.0
+            .iter()
+            .filter(|(n, labels, _)| {
+                n == name
+                    && outcome.is_none_or(|o| labels.iter().any(|(k, v)| k == "outcome" && v == o))
+            })
+            .map(|(_, _, value)| match value {
+                DebugValue::Counter(n) => *n,
+                _ => panic!("{name} is not a counter"),
+            })
+            .sum()
+    }
+
+    /// How many values histogram `name` received.
+    pub fn samples(&self, name: &str) -> usize {
+        self.0
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, value)| match value {
+                DebugValue::Histogram(values) => values.len(),
+                _ => panic!("{name} is not a histogram"),
+            })
+            .sum()
+    }
 }

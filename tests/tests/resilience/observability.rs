@@ -4,16 +4,16 @@
 //! The services here run on the test's (one-thread) runtime, so that a recorder or subscriber set
 //! for the test's thread sees everything they record.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use token_mgmt::tokens::{AccessTokenManagementService, metric_names as names};
+use futures_util::FutureExt as _;
+use metrics_util::debugging::DebuggingRecorder;
+use token_mgmt::tokens::{AccessTokenManagementService, ClientAccessToken, metric_names as names};
 use token_mgmt_tests::fault_server::Fault;
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+use tracing::Level;
+use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::{CLIENT, clock_and_server, get, options_for, secs, until};
+use crate::{CLIENT, Events, Recorded, clock_and_server, get, options_for, secs, until};
 
 const SECRET: &str = "s3cr3t-never-shown";
 
@@ -35,25 +35,13 @@ fn service_here(
         .unwrap()
 }
 
-/// One metric as recorded: name, labels, value.
-struct Recorded {
-    name: String,
-    labels: Vec<(String, String)>,
-    value: DebugValue,
-}
-
-fn counter(metrics: &[Recorded], name: &str, outcome: Option<&str>) -> u64 {
-    metrics
-        .iter()
-        .filter(|m| m.name == name)
-        .filter(|m| {
-            outcome.is_none_or(|o| m.labels.iter().any(|(k, v)| k == "outcome" && v == o))
-        })
-        .map(|m| match m.value {
-            DebugValue::Counter(n) => n,
-            _ => panic!("{name} is not a counter"),
-        })
-        .sum()
+/// The default token, which must be served at once (from the cache).
+fn served_at_once(service: &AccessTokenManagementService) -> ClientAccessToken {
+    service
+        .get_client_access_token(CLIENT, &Default::default())
+        .now_or_never()
+        .expect("a valid token is served at once")
+        .expect("a token")
 }
 
 /// A token is requested (a miss), served from the cache, renewed in the background while the
@@ -76,137 +64,63 @@ async fn metrics_count_per_client_without_secrets() {
 
     server.always(unavailable());
     clock.advance(secs(60)); // due: served, renewed in the background, which fails
-    let stale = || {
-        let snapshot = snapshotter.snapshot().into_vec();
-        snapshot.iter().any(|(key, _, _, value)| {
-            key.key().name() == names::STALE_TOKENS_SERVED && *value == DebugValue::Counter(1)
-        })
-    };
+    let mut recorded = Recorded::default();
     let mut due_calls = 0;
     until("a stale token to be served", || {
         due_calls += 1;
-        let token = futures_util::FutureExt::now_or_never(service.get_client_access_token(
-            CLIENT,
-            &Default::default(),
-        ))
-        .expect("a due token is served at once")
-        .unwrap();
-        assert!(token.ptr_eq(&first));
-        stale()
+        assert!(served_at_once(&service).ptr_eq(&first));
+        recorded.take(&snapshotter);
+        recorded.counter(names::STALE_TOKENS_SERVED, None) == 1
     })
     .await;
     assert_eq!(server.request_count(), 4);
 
     server.always(Fault::Issue);
     clock.advance(secs(2)); // past the cool-down
-    let mut more_calls = 0;
+    let mut recovery_calls = 0;
     until("the renewed token", || {
-        more_calls += 1;
-        let token = futures_util::FutureExt::now_or_never(service.get_client_access_token(
-            CLIENT,
-            &Default::default(),
-        ))
-        .expect("a due token is served at once")
-        .unwrap();
-        !token.ptr_eq(&first)
+        recovery_calls += 1;
+        !served_at_once(&service).ptr_eq(&first)
     })
     .await;
     assert_eq!(server.request_count(), 5);
 
-    let metrics: Vec<Recorded> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| Recorded {
-            name: key.key().name().to_owned(),
-            labels: key
-                .key()
-                .labels()
-                .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                .collect(),
-            value,
-        })
-        .collect();
-    assert_eq!(counter(&metrics, names::TOKEN_REQUESTS, Some("success")), 2);
-    assert_eq!(counter(&metrics, names::TOKEN_REQUESTS, Some("error")), 3);
-    assert_eq!(counter(&metrics, names::TOKEN_REQUEST_RETRIES, None), 2);
-    assert_eq!(counter(&metrics, names::CACHE_MISSES, None), 1);
+    recorded.take(&snapshotter);
+    assert_eq!(recorded.counter(names::TOKEN_REQUESTS, Some("success")), 2);
+    assert_eq!(recorded.counter(names::TOKEN_REQUESTS, Some("error")), 3);
+    assert_eq!(recorded.counter(names::TOKEN_REQUEST_RETRIES, None), 2);
+    assert_eq!(recorded.counter(names::CACHE_MISSES, None), 1);
     // Every call but the first was served from the cache: 4 fresh, then due ones, then the
     // renewed (fresh) token.
     assert_eq!(
-        counter(&metrics, names::CACHE_HITS, None),
-        (4 + due_calls + more_calls) as u64,
+        recorded.counter(names::CACHE_HITS, None),
+        (4 + due_calls + recovery_calls) as u64,
     );
-    assert_eq!(counter(&metrics, names::BACKGROUND_RENEWALS, None), 2);
-    assert_eq!(counter(&metrics, names::STALE_TOKENS_SERVED, None), 1);
-    assert!(
-        metrics
-            .iter()
-            .any(|m| m.name == names::TOKEN_REQUEST_DURATION
-                && matches!(&m.value, DebugValue::Histogram(v) if v.len() == 5)),
+    assert_eq!(recorded.counter(names::BACKGROUND_RENEWALS, None), 2);
+    // Stale: the call that found the failed renewal, then the recovery calls made while the
+    // successful renewal was in flight (all but the one that started it and the one that got its
+    // token).
+    assert_eq!(
+        recorded.counter(names::STALE_TOKENS_SERVED, None),
+        1 + (recovery_calls as u64 - 2)
+    );
+    assert_eq!(
+        recorded.samples(names::TOKEN_REQUEST_DURATION),
+        5,
         "one duration per attempt"
     );
     let tokens = ["tok-1--", "tok-5--"];
-    for metric in &metrics {
+    assert!(!recorded.0.is_empty());
+    for (name, labels, _) in &recorded.0 {
         assert!(
-            metric.labels.iter().any(|(k, v)| k == "client" && v == CLIENT),
-            "{} has no client label",
-            metric.name
+            labels.iter().any(|(k, v)| k == "client" && v == CLIENT),
+            "{name} has no client label"
         );
-        let shown = format!("{} {:?}", metric.name, metric.labels);
+        let shown = format!("{name} {labels:?}");
         assert!(!shown.contains(SECRET), "{shown}");
         for token in tokens {
             assert!(!shown.contains(token), "{shown}");
         }
-    }
-}
-
-/// Every event from token-mgmt: level, message and all fields as text.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(Level, String, String)>>>);
-
-impl Events {
-    fn count(&self, level: Level, message: &str) -> usize {
-        let events = self.0.lock().unwrap();
-        events
-            .iter()
-            .filter(|(l, m, _)| *l == level && m == message)
-            .count()
-    }
-
-    fn all_text(&self) -> String {
-        let events = self.0.lock().unwrap();
-        events.iter().map(|(_, m, f)| format!("{m} {f}\n")).collect()
-    }
-}
-
-#[derive(Default)]
-struct Fields {
-    message: String,
-    all: String,
-}
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let text = format!("{value:?}");
-        if field.name() == "message" {
-            self.message = text.clone();
-        }
-        self.all.push_str(&format!("{}={text} ", field.name()));
-    }
-}
-
-impl<S: Subscriber> Layer<S> for Events {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        if !event.metadata().target().starts_with("token_mgmt") {
-            return;
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), fields.message, fields.all));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Outages and refusals: a valid token outlives an outage, retries follow the policy exactly, an
 //! outage costs a bounded number of requests however many callers ask, and errors are typed.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,8 +12,11 @@ use token_mgmt::tokens::{
 };
 use token_mgmt_tests::fault_server::Fault;
 
+use metrics_util::debugging::DebuggingRecorder;
+use token_mgmt::tokens::metric_names as names;
+
 use crate::{
-    CLIENT, chain_has_status, clock_and_server, get, guard, options_for, scoped, secs,
+    CLIENT, Recorded, chain_has_status, clock_and_server, get, guard, options_for, scoped, secs,
     service_on, until,
 };
 
@@ -37,13 +41,35 @@ fn assert_gave_up_on_503(error: &TokenError, attempts_expected: u32) {
 /// background renewals keep failing; from 115 s every call fails with the 503 in its source chain.
 /// When the endpoint recovers, calls within the failure cool-down still get the failure without a
 /// request, and the first call after it succeeds.
+///
+/// The service runs on the test's runtime: after each call the test lets any renewal it started
+/// run to its end (seen in the service's metrics), so renewals really run while the token is valid.
 #[tokio::test]
 async fn a_valid_token_outlives_an_outage_until_its_expiry() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let recorded = RefCell::new(Recorded::default());
     let (clock, server) = clock_and_server();
     server.set_expires_in(Some(120));
-    let service = service_on(options_for(&server), &clock);
+    let service = AccessTokenManagementService::builder(options_for(&server))
+        .clock(clock.clone())
+        .runtime(tokio::runtime::Handle::current())
+        .build()
+        .unwrap();
     let first = get(&service).await.unwrap();
     server.always(unavailable());
+    // Every renewal from now on makes 3 attempts; the last attempt's count is recorded in the same
+    // poll of the flight that ends it.
+    let settle = || async {
+        until("running renewals to end", || {
+            let mut recorded = recorded.borrow_mut();
+            recorded.take(&snapshotter);
+            let started = recorded.counter(names::BACKGROUND_RENEWALS, None);
+            started * 3 == recorded.counter(names::TOKEN_REQUESTS, Some("error"))
+        })
+        .await;
+    };
 
     let mut now = Duration::ZERO;
     let mut served = 0;
@@ -55,14 +81,19 @@ async fn a_valid_token_outlives_an_outage_until_its_expiry() {
             .unwrap_or_else(|e| panic!("call at {now:?} failed before expiry: {e:?}"));
         assert!(token.ptr_eq(&first));
         served += 1;
+        settle().await;
     }
     assert_eq!(served, 229);
-    let renewal_requests = server.request_count() - 1;
-    // Renewals were attempted (from 60 s), each a flight of 3 attempts, at most one flight per
-    // cool-down (>= 1 s): no request storm.
-    assert!(renewal_requests >= 3, "{renewal_requests}");
-    assert_eq!(renewal_requests % 3, 0, "whole flights of 3 attempts");
-    assert!(renewal_requests <= 3 * 56, "{renewal_requests}");
+    // Renewals ran while the token was valid: one flight of 3 attempts at 60 s, then one at the
+    // first step after each cool-down (1 s to 1.25 s, so every 1.5 s): 37 flights up to 114.5 s.
+    let renewal_times: Vec<Duration> = server.request_times()[1..]
+        .iter()
+        .map(|t| Duration::from_nanos(t.as_nanos()))
+        .collect();
+    let expected: Vec<Duration> = (0..37u64)
+        .flat_map(|k| [secs(60) + Duration::from_millis(1500 * k); 3])
+        .collect();
+    assert_eq!(renewal_times, expected);
 
     clock.advance(STEP);
     now += STEP;
@@ -90,20 +121,36 @@ async fn a_valid_token_outlives_an_outage_until_its_expiry() {
 }
 
 /// A 429 with `Retry-After: 2` is retried after 2 s on the service clock, not before (the policy's
-/// own back-off is zero here, so the wait is the server's).
+/// own back-off is zero here, so the wait is the server's). The service runs on the test's runtime
+/// so that the test sees the flight's retry counted, after which its wait has begun.
 #[tokio::test]
 async fn retry_after_is_honoured_on_the_service_clock() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let mut recorded = Recorded::default();
     let (clock, server) = clock_and_server();
     server.script([Fault::throttled(429, "2")]);
-    let service = service_on(options_for(&server), &clock);
+    let service = AccessTokenManagementService::builder(options_for(&server))
+        .clock(clock.clone())
+        .runtime(tokio::runtime::Handle::current())
+        .build()
+        .unwrap();
     let call = {
         let service = service.clone();
         tokio::spawn(async move { service.get_client_access_token(CLIENT, &Default::default()).await })
     };
-    guard("the first attempt", server.wait_for_requests(1)).await;
+    // The retry is counted in the poll that starts the flight's wait.
+    until("the flight to wait before its retry", || {
+        recorded.take(&snapshotter);
+        recorded.counter(names::TOKEN_REQUEST_RETRIES, None) == 1
+    })
+    .await;
+    assert_eq!(server.request_count(), 1);
 
     clock.advance(Duration::from_millis(1900));
-    // A request of another key through the same runtime and server, as a sync point.
+    // A request of another key through the same runtime and server: the waiting flight had every
+    // chance to run meanwhile.
     let probe = crate::get_with(&service, &scoped("probe")).await.unwrap();
     assert_eq!(probe.access_token(), "tok-2-probe-");
     let default_requests = || server.requests().iter().filter(|r| r.scope.is_empty()).count();
