@@ -190,3 +190,39 @@ async fn an_idle_key_is_not_renewed_and_its_token_is_dropped() {
     let again = get_with(&service, &idle).await.unwrap();
     assert_eq!(again.access_token(), "tok-4-idle-");
 }
+
+/// A renewal is sent at 60 s and held at the server while the clock jumps to 260 s (a suspended
+/// machine, a stalled network): the token it brings back (120 s from 60 s) has expired before it
+/// arrives. A caller that arrived at 260 s with no valid token, and waited on that renewal, must not
+/// be handed it: it gets a token requested for it.
+#[tokio::test]
+async fn a_token_that_expired_in_flight_is_not_handed_out() {
+    let (clock, server) = clock_and_server();
+    server.set_expires_in(Some(120));
+    let options = options_for(&server);
+    let margin = options.expiry_safety_margin;
+    let service = service_on(options, &clock);
+    let first = crate::get(&service).await.unwrap();
+
+    server.hold();
+    clock.advance(secs(60));
+    assert!(crate::get(&service).await.unwrap().ptr_eq(&first), "due: served");
+    guard("the renewal", server.wait_for_requests(2)).await;
+    clock.advance(secs(200));
+    let waiter = {
+        let service = service.clone();
+        tokio::spawn(async move { service.get_client_access_token(CLIENT, &Default::default()).await })
+    };
+    tokio::task::yield_now().await; // one thread: the waiter runs up to its wait on the renewal
+    server.release();
+    let token = guard("the waiter", waiter).await.unwrap().expect("a token");
+    let now = token_mgmt::tokens::Clock::system_time(&*clock);
+    assert!(
+        token.expires_at().unwrap() - margin > now,
+        "{} expired at {:?}, now {now:?}",
+        token.access_token(),
+        token.expires_at()
+    );
+    assert_eq!(token.access_token(), "tok-3--");
+    assert_eq!(server.request_count(), 3);
+}
