@@ -94,8 +94,6 @@ impl Fault {
 /// One request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenRequest {
-    /// Its number, from 1.
-    pub number: usize,
     /// When it arrived, on the clock given to [`FaultServer::with_clock`].
     pub at: Option<Stamp>,
     /// Its `scope` form field (empty when absent).
@@ -206,14 +204,9 @@ impl FaultServer {
     }
 
     /// Answers the next `n` requests with `fault`, the following ones as the default says: "N
-    /// failures, then success" when the default is [`Fault::Issue`].
+    /// failures, then success" unless [`always`](Self::always) changed the default.
     pub fn fail_times(&self, n: usize, fault: Fault) {
         self.script(std::iter::repeat_n(fault, n));
-    }
-
-    /// Answers every request that the script does not cover with `fault`.
-    pub fn set_default(&self, fault: Fault) {
-        self.shared.script().default = fault;
     }
 
     /// Drops the rest of the script and answers every request with `fault`.
@@ -328,7 +321,6 @@ async fn answer(shared: &Shared, reset: &Notify, request: Request<Incoming>) -> 
             .unwrap_or_else(|| script.default.clone());
         let number = script.seen.len() + 1;
         script.seen.push(SeenRequest {
-            number,
             at,
             scope: scope.clone(),
         });

@@ -22,11 +22,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use metrics_util::debugging::{DebugValue, Snapshotter};
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken, ManualClock,
     RetryPolicy, TokenError, TokenRequestParameters,
 };
-use metrics_util::debugging::{DebugValue, Snapshotter};
 use token_mgmt_tests::fault_server::FaultServer;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -156,7 +156,10 @@ impl Events {
     /// Every event as text, one a line.
     pub fn all_text(&self) -> String {
         let events = self.0.lock().unwrap();
-        events.iter().map(|(_, m, f)| format!("{m} {f}\n")).collect()
+        events
+            .iter()
+            .map(|(_, m, f)| format!("{m} {f}\n"))
+            .collect()
     }
 }
 
@@ -193,7 +196,10 @@ impl<S: Subscriber> Layer<S> for Events {
 /// Everything recorded so far. The debugging recorder's snapshots drain it (counters are swapped
 /// to zero, histograms cleared), so each snapshot is appended here and values are summed.
 #[derive(Default)]
-pub struct Recorded(pub Vec<(String, Vec<(String, String)>, DebugValue)>);
+pub struct Recorded(pub Vec<Metric>);
+
+/// One recorded metric: name, labels, value.
+pub type Metric = (String, Vec<(String, String)>, DebugValue);
 
 impl Recorded {
     /// Appends what was recorded since the last snapshot.

@@ -76,12 +76,15 @@ async fn five_rollovers_under_64_callers_renew_once_per_key_and_nobody_waits() {
         .await;
         // Both renewals are held at the server. Every caller still completes calls.
         let seen: Vec<usize> = progress.iter().map(|p| p.load(Ordering::Relaxed)).collect();
-        until("every caller to complete calls while renewals are held", || {
-            progress
-                .iter()
-                .zip(&seen)
-                .all(|(p, s)| p.load(Ordering::Relaxed) >= s + CALLS_WHILE_HELD)
-        })
+        until(
+            "every caller to complete calls while renewals are held",
+            || {
+                progress
+                    .iter()
+                    .zip(&seen)
+                    .all(|(p, s)| p.load(Ordering::Relaxed) >= s + CALLS_WHILE_HELD)
+            },
+        )
         .await;
         assert_eq!(
             server.request_count(),
@@ -101,7 +104,11 @@ async fn five_rollovers_under_64_callers_renew_once_per_key_and_nobody_waits() {
                 }
             })
             .await;
-            assert!(renewed.access_token().ends_with(&format!("-{}-", scopes[k])));
+            assert!(
+                renewed
+                    .access_token()
+                    .ends_with(&format!("-{}-", scopes[k]))
+            );
             current[k] = renewed;
         }
     }
@@ -161,11 +168,7 @@ async fn an_idle_key_is_not_renewed_and_its_token_is_dropped() {
     assert_eq!(cache.len(), 2);
 
     clock.advance(secs(10)); // 60 s: both refresh times
-    guard(
-        "the renewal of the used key",
-        server.wait_for_requests(3),
-    )
-    .await;
+    guard("the renewal of the used key", server.wait_for_requests(3)).await;
     until("the idle token to be dropped", || {
         cache.get_cached(&idle_key).is_none()
     })
@@ -182,9 +185,16 @@ async fn an_idle_key_is_not_renewed_and_its_token_is_dropped() {
 
     // Nobody uses `used` any more: at its next refresh time (120 s) it is dropped, not renewed.
     clock.advance(secs(60));
-    until("the unused renewed token to be dropped", || cache.is_empty()).await;
+    until("the unused renewed token to be dropped", || {
+        cache.is_empty()
+    })
+    .await;
     let scopes: Vec<String> = server.requests().into_iter().map(|r| r.scope).collect();
-    assert_eq!(scopes, ["used", "idle", "used"], "no renewal of an idle key");
+    assert_eq!(
+        scopes,
+        ["used", "idle", "used"],
+        "no renewal of an idle key"
+    );
 
     // A dropped key is simply requested again on its next use.
     let again = get_with(&service, &idle).await.unwrap();
@@ -206,12 +216,19 @@ async fn a_token_that_expired_in_flight_is_not_handed_out() {
 
     server.hold();
     clock.advance(secs(60));
-    assert!(crate::get(&service).await.unwrap().ptr_eq(&first), "due: served");
+    assert!(
+        crate::get(&service).await.unwrap().ptr_eq(&first),
+        "due: served"
+    );
     guard("the renewal", server.wait_for_requests(2)).await;
     clock.advance(secs(200));
     let waiter = {
         let service = service.clone();
-        tokio::spawn(async move { service.get_client_access_token(CLIENT, &Default::default()).await })
+        tokio::spawn(async move {
+            service
+                .get_client_access_token(CLIENT, &Default::default())
+                .await
+        })
     };
     tokio::task::yield_now().await; // one thread: the waiter runs up to its wait on the renewal
     server.release();

@@ -54,8 +54,12 @@ async fn a_flood_of_distinct_scopes_keeps_the_cache_at_its_cap() {
     let largest = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
-            let (service, cache, next, largest) =
-                (service.clone(), cache.clone(), next.clone(), largest.clone());
+            let (service, cache, next, largest) = (
+                service.clone(),
+                cache.clone(),
+                next.clone(),
+                largest.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -78,9 +82,15 @@ async fn a_flood_of_distinct_scopes_keeps_the_cache_at_its_cap() {
     for worker in finished.expect("the flood finished within 10 minutes") {
         worker.expect("worker");
     }
-    eprintln!("{CALLS} calls with distinct scopes took {:?}", started.elapsed());
+    eprintln!(
+        "{CALLS} calls with distinct scopes took {:?}",
+        started.elapsed()
+    );
     assert_eq!(server.request_count(), CALLS);
     assert!(largest.load(Ordering::Relaxed) <= CAP, "{largest:?}");
     assert!(cache.len() <= CAP);
-    assert!(cache.len() >= CAP * 7 / 8, "the cache is used up to its cap");
+    assert!(
+        cache.len() >= CAP * 7 / 8,
+        "the cache is used up to its cap"
+    );
 }

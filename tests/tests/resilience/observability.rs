@@ -27,7 +27,12 @@ fn service_here(
     clock: &Arc<token_mgmt::tokens::ManualClock>,
 ) -> AccessTokenManagementService {
     let mut options = options_for(server);
-    options.client.clients.get_mut(CLIENT).unwrap().client_secret = SECRET.into();
+    options
+        .client
+        .clients
+        .get_mut(CLIENT)
+        .unwrap()
+        .client_secret = SECRET.into();
     AccessTokenManagementService::builder(options)
         .clock(clock.clone())
         .runtime(tokio::runtime::Handle::current())
@@ -163,7 +168,10 @@ async fn a_failure_streak_is_one_warning() {
     server.always(Fault::Issue);
     clock.advance(secs(2));
     get(&service).await.unwrap();
-    until("the renewal to succeed", || events.count(Level::INFO, RECOVERED) == 1).await;
+    until("the renewal to succeed", || {
+        events.count(Level::INFO, RECOVERED) == 1
+    })
+    .await;
 
     // The renewed token is due 60 s later; its renewal fails: a new streak, a new warning.
     server.always(unavailable());

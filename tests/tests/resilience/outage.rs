@@ -113,7 +113,11 @@ async fn a_valid_token_outlives_an_outage_until_its_expiry() {
     server.always(Fault::Issue);
     let error = get(&service).await.expect_err("within the cool-down");
     assert_gave_up_on_503(&error, 3);
-    assert_eq!(server.request_count(), requests, "no request during the cool-down");
+    assert_eq!(
+        server.request_count(),
+        requests,
+        "no request during the cool-down"
+    );
     clock.advance(Duration::from_millis(1300)); // past the longest cool-down (1 s + 25 %)
     let token = get(&service).await.expect("the endpoint recovered");
     assert_eq!(token.access_token(), format!("tok-{}--", requests + 1));
@@ -138,7 +142,11 @@ async fn retry_after_is_honoured_on_the_service_clock() {
         .unwrap();
     let call = {
         let service = service.clone();
-        tokio::spawn(async move { service.get_client_access_token(CLIENT, &Default::default()).await })
+        tokio::spawn(async move {
+            service
+                .get_client_access_token(CLIENT, &Default::default())
+                .await
+        })
     };
     // The retry is counted in the poll that starts the flight's wait.
     until("the flight to wait before its retry", || {
@@ -153,7 +161,13 @@ async fn retry_after_is_honoured_on_the_service_clock() {
     // chance to run meanwhile.
     let probe = crate::get_with(&service, &scoped("probe")).await.unwrap();
     assert_eq!(probe.access_token(), "tok-2-probe-");
-    let default_requests = || server.requests().iter().filter(|r| r.scope.is_empty()).count();
+    let default_requests = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.scope.is_empty())
+            .count()
+    };
     assert_eq!(default_requests(), 1, "no retry before 2 s");
     assert!(!call.is_finished());
 
@@ -209,9 +223,15 @@ async fn invalid_client_is_never_retried() {
     let again = get(&service).await.unwrap_err();
     assert_eq!(again.oauth_error(), Some("invalid_client"));
     clock.advance(secs(60)); // past any back-off
-    let probe = crate::get_with(&service, &scoped("probe")).await.unwrap_err();
+    let probe = crate::get_with(&service, &scoped("probe"))
+        .await
+        .unwrap_err();
     assert_eq!(probe.oauth_error(), Some("invalid_client"));
-    assert_eq!(server.request_count(), 2, "one request per flight: the call's and the probe's");
+    assert_eq!(
+        server.request_count(),
+        2,
+        "one request per flight: the call's and the probe's"
+    );
 }
 
 /// Spawns `n` callers of the default token; returns when every one has run up to its wait (the test
@@ -227,11 +247,16 @@ async fn spawn_callers(
             let (service, entered) = (service.clone(), entered.clone());
             tokio::spawn(async move {
                 entered.fetch_add(1, Ordering::Relaxed);
-                service.get_client_access_token(CLIENT, &Default::default()).await
+                service
+                    .get_client_access_token(CLIENT, &Default::default())
+                    .await
             })
         })
         .collect();
-    until("every caller to start", || entered.load(Ordering::Relaxed) == n).await;
+    until("every caller to start", || {
+        entered.load(Ordering::Relaxed) == n
+    })
+    .await;
     callers
 }
 
@@ -269,12 +294,20 @@ async fn ten_thousand_callers_during_an_outage_cost_one_flight() {
 
     let callers = spawn_callers(&service, CALLERS).await;
     assert_all_gave_up(callers, 3).await;
-    assert_eq!(server.request_count(), max_attempts, "the cool-down spares the endpoint");
+    assert_eq!(
+        server.request_count(),
+        max_attempts,
+        "the cool-down spares the endpoint"
+    );
 
     clock.advance(Duration::from_millis(1300));
     server.hold();
     let callers = spawn_callers(&service, CALLERS).await;
-    guard("the next flight", server.wait_for_requests(max_attempts + 1)).await;
+    guard(
+        "the next flight",
+        server.wait_for_requests(max_attempts + 1),
+    )
+    .await;
     server.release();
     assert_all_gave_up(callers, 3).await;
     assert_eq!(server.request_count(), 2 * max_attempts);
@@ -292,8 +325,13 @@ async fn connection_resets_are_retried_then_reported() {
     assert_eq!(server.request_count(), 3);
 
     server.always(Fault::Reset);
-    assert!(get(&service).await.is_ok(), "the cached token is still valid");
-    let error = crate::get_with(&service, &scoped("other")).await.unwrap_err();
+    assert!(
+        get(&service).await.is_ok(),
+        "the cached token is still valid"
+    );
+    let error = crate::get_with(&service, &scoped("other"))
+        .await
+        .unwrap_err();
     match &error {
         TokenError::Unavailable {
             attempts: 3,
@@ -325,15 +363,26 @@ async fn hanging_and_slow_responses_time_out_and_are_retried() {
         .unwrap();
     let call = {
         let service = service.clone();
-        tokio::spawn(async move { service.get_client_access_token(CLIENT, &Default::default()).await })
+        tokio::spawn(async move {
+            service
+                .get_client_access_token(CLIENT, &Default::default())
+                .await
+        })
     };
     for attempt in 1..=2 {
-        guard("the attempt to reach the server", server.wait_for_requests(attempt)).await;
+        guard(
+            "the attempt to reach the server",
+            server.wait_for_requests(attempt),
+        )
+        .await;
         tokio::time::pause();
         tokio::time::advance(Duration::from_millis(2100)).await;
         tokio::time::resume();
     }
-    let token = guard("the call", call).await.unwrap().expect("third attempt");
+    let token = guard("the call", call)
+        .await
+        .unwrap()
+        .expect("third attempt");
     assert_eq!(token.access_token(), "tok-3--");
     assert_eq!(server.request_count(), 3);
 }

@@ -302,9 +302,14 @@ impl ParserBench {
                 s.as_u16() == status && !error.is_transient()
             }
             // 429 and 5xx are transient: the one attempt's error is wrapped.
-            (Expected::Endpoint, TokenError::Unavailable { attempts: 1, source, .. }) => {
-                source.is_transient() && source.status() == StatusCode::from_u16(status).ok()
-            }
+            (
+                Expected::Endpoint,
+                TokenError::Unavailable {
+                    attempts: 1,
+                    source,
+                    ..
+                },
+            ) => source.is_transient() && source.status() == StatusCode::from_u16(status).ok(),
             _ => false,
         };
         prop_assert!(matches, "expected {expected:?}, got {error:?}");
@@ -324,13 +329,12 @@ fn status() -> impl Strategy<Value = u16> {
 fn arbitrary_response_bodies_are_a_token_or_a_typed_error() {
     let bench = ParserBench::new();
     let json_text = arbitrary_json().prop_map(|v| v.to_string().into_bytes());
-    let body = prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..256),
-        json_text,
-    ];
+    let body = prop_oneof![proptest::collection::vec(any::<u8>(), 0..256), json_text,];
     let mut runner = TestRunner::new(config(64));
     runner
-        .run(&(status(), body), |(status, body)| bench.check(status, body))
+        .run(&(status(), body), |(status, body)| {
+            bench.check(status, body)
+        })
         .unwrap();
 }
 
@@ -340,7 +344,8 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         any::<String>().prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 16, 4, |inner| {
@@ -410,7 +415,12 @@ fn arbitrary_field_values_are_a_token_or_a_typed_error() {
     runner
         .run(&(status(), fields), |(status, (a, t, e, s))| {
             let mut object = Map::new();
-            for (name, value) in [("access_token", a), ("token_type", t), ("expires_in", e), ("scope", s)] {
+            for (name, value) in [
+                ("access_token", a),
+                ("token_type", t),
+                ("expires_in", e),
+                ("scope", s),
+            ] {
                 if let Some(value) = value {
                     object.insert(name.to_owned(), value);
                 }
