@@ -103,7 +103,7 @@ async fn run_interleaving(lifetime: u64, ops: Vec<Op>) -> Result<(), TestCaseErr
     let options = options_for(&server);
     let margin = options.expiry_safety_margin;
     let service = service_on(options, &clock);
-    for op in ops {
+    for (step, op) in ops.into_iter().enumerate() {
         match op {
             Op::Call(key) | Op::ForceRenewal(key) => {
                 let forced = matches!(op, Op::ForceRenewal(_));
@@ -113,7 +113,8 @@ async fn run_interleaving(lifetime: u64, ops: Vec<Op>) -> Result<(), TestCaseErr
                     .await
                     .map_err(|_| TestCaseError::fail(format!("{op:?} hung")))?;
                 match result {
-                    Ok(token) => check_token(&token, key, &clock, margin)?,
+                    Ok(token) => check_token(&token, key, &clock, margin)
+                        .map_err(|e| TestCaseError::fail(format!("step {step}, {op:?}: {e}")))?,
                     Err(error) => prop_assert!(
                         !matches!(error, TokenError::Aborted { .. }),
                         "a flight panicked: {error:?}"
@@ -155,7 +156,7 @@ fn config(cases: u32) -> Config {
 #[test]
 fn random_interleavings_never_serve_another_keys_or_an_expired_token() {
     let runtime = runtime();
-    let mut runner = TestRunner::new(config(32));
+    let mut runner = TestRunner::new(config(64));
     let strategy = (10u64..=300, proptest::collection::vec(op(), 1..60));
     runner
         .run(&strategy, |(lifetime, ops)| {
