@@ -2,6 +2,7 @@
 
 pub mod api_server;
 pub mod dpop_api;
+pub mod fault_server;
 pub mod interop;
 pub mod token_server;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use token_mgmt::http::CreateClientError;
 use token_mgmt::prelude::*;
-use token_mgmt::tokens::ForeignOriginError;
+use token_mgmt::tokens::{ForeignOriginError, ManualClock};
 use token_mgmt_examples::demo::{ApiClaims, DemoConfig, DemoServer, RecordingServer};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -52,6 +52,14 @@ async fn call(calls: &mpsc::Sender<Reply>) -> ApiClaims {
 }
 
 fn register_demo_client(services: &mut ServiceCollection, demo: &DemoServer) {
+    register_demo_client_with_clock(services, demo, Arc::new(ManualClock::new()));
+}
+
+fn register_demo_client_with_clock(
+    services: &mut ServiceCollection,
+    demo: &DemoServer,
+    clock: Arc<ManualClock>,
+) {
     let token_endpoint = demo.token_endpoint();
     let api_base = demo.api_base();
     services.add_access_token_management(|options| {
@@ -66,11 +74,10 @@ fn register_demo_client(services: &mut ServiceCollection, demo: &DemoServer) {
             },
         );
         Ok(())
-    });
+    })
+    .clock(clock);
     services.add_client_access_token_client("api", None, |client| {
         client.base_address = Some(api_base);
-        // The test pauses the clock between calls; no client-side timer may fire meanwhile.
-        client.timeout = None;
         Ok(())
     });
 }
@@ -79,10 +86,11 @@ fn register_demo_client(services: &mut ServiceCollection, demo: &DemoServer) {
 async fn worker_calls_the_api_with_one_token_until_it_is_due_for_renewal() {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let (calls, requests) = mpsc::channel(1);
+    let clock = Arc::new(ManualClock::new());
     let host = Host::builder()
         .handle_signals(false)
         .configure_services(|_ctx, services| {
-            register_demo_client(services, &demo);
+            register_demo_client_with_clock(services, &demo, clock.clone());
             services.add_singleton(CallRequests(Arc::new(Mutex::new(requests))));
             services.add_hosted_service::<ApiWorker>();
             Ok(())
@@ -105,19 +113,22 @@ async fn worker_calls_the_api_with_one_token_until_it_is_due_for_renewal() {
     assert_eq!(counters.api_unauthenticated + counters.api_invalid_token, 0);
 
     // m2m.short tokens live 75 s; the cache renews them at half their lifetime (the 60 s buffer
-    // is more than that). Advance past it between calls, with no request in flight.
-    tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(40)).await;
-    tokio::task::yield_now().await;
-    tokio::time::resume();
-
+    // is more than that), in the background: the worker's calls never wait for it.
+    clock.advance(Duration::from_secs(40));
+    call(&calls).await;
+    let renewed = async {
+        while demo.counters().token_requests < 2 {
+            tokio::task::yield_now().await;
+        }
+    };
+    // A guard against a hang only.
+    tokio::time::timeout(Duration::from_secs(30), renewed)
+        .await
+        .expect("a new token once the old one is due");
     call(&calls).await;
     let counters = demo.counters();
-    assert_eq!(
-        counters.token_requests, 2,
-        "a new token once the old one is due"
-    );
-    assert_eq!(counters.api_authorized, 6);
+    assert_eq!(counters.token_requests, 2, "one renewal");
+    assert_eq!(counters.api_authorized, 7);
     assert_eq!(counters.api_unauthenticated + counters.api_invalid_token, 0);
 
     host.stop();

@@ -70,7 +70,7 @@ pub enum TokenError {
         attempts: u32,
         /// The last failure.
         #[source]
-        source: Box<TokenError>,
+        source: LastFailure,
     },
 
     /// The token endpoint issued a token of a type this client does not understand (RFC 6749
@@ -314,6 +314,30 @@ impl TokenError {
     }
 }
 
+/// The last failure behind [`TokenError::Unavailable`]: a [`TokenError`] (derefs to it), so that
+/// `error.source()` downcasts to `TokenError`.
+#[derive(Debug, Clone)]
+pub struct LastFailure(Box<TokenError>);
+
+impl LastFailure {
+    pub(crate) fn new(error: TokenError) -> Self {
+        Self(Box::new(error))
+    }
+
+    /// The failure.
+    pub fn into_inner(self) -> TokenError {
+        *self.0
+    }
+}
+
+impl std::ops::Deref for LastFailure {
+    type Target = TokenError;
+
+    fn deref(&self) -> &TokenError {
+        &self.0
+    }
+}
+
 fn known_list(known: &[String]) -> String {
     if known.is_empty() {
         "none".to_owned()
@@ -512,6 +536,27 @@ impl OptionsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unavailable_downcasts_its_source_to_the_last_failure() {
+        let last = TokenError::Timeout {
+            client: "c".into(),
+            endpoint: "e".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let error = TokenError::Unavailable {
+            client: "c".into(),
+            endpoint: "e".into(),
+            attempts: 3,
+            source: LastFailure::new(last),
+        };
+        let source = std::error::Error::source(&error).expect("a source");
+        assert!(matches!(
+            source.downcast_ref::<TokenError>(),
+            Some(TokenError::Timeout { .. })
+        ));
+        assert!(!error.to_string().contains("timed out"), "{error}");
+    }
 
     #[test]
     fn cap_chars_cuts_on_char_boundary() {

@@ -54,7 +54,9 @@ pub use cache::{
 };
 pub use clock::{Clock, ManualClock, Sleep, Stamp, SystemClock};
 pub use dpop::{DPOP_HEADER, DPOP_NONCE_HEADER, DpopError, DpopKey, USE_DPOP_NONCE};
-pub use error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError};
+pub use error::{
+    LastFailure, MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError,
+};
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use metrics::names as metric_names;
 pub use options::{

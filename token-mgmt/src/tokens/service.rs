@@ -64,7 +64,7 @@ use super::cache::{
 };
 use super::clock::{Clock, Stamp, SystemClock};
 use super::endpoint::{ClientEndpoint, RequestShape, TokenEndpointClient, TokenResponse};
-use super::error::{OptionsError, TokenError};
+use super::error::{LastFailure, OptionsError, TokenError};
 use super::metrics::{self, names};
 use super::options::{
     AccessTokenManagementOptions, TokenClientOptions, TokenRequestParameters, UnauthorizedRenewal,
@@ -809,7 +809,18 @@ impl Inner {
             Ok(done) => (*done).clone(),
             Err(_closed) => None,
         };
-        outcome.unwrap_or_else(|| Err(aborted(&request.client)))
+        match outcome {
+            // The flight's request was sent long before it returned (a stall, a suspend) and its
+            // token expired on the way: request one for this caller instead (once: a forced
+            // flight's token is returned as it comes).
+            Some(Ok(token))
+                if mode == Mode::Wait
+                    && token.freshness_at(self.clock.now()) == Freshness::Expired =>
+            {
+                Box::pin(self.acquire(request, Mode::Forced)).await
+            }
+            outcome => outcome.unwrap_or_else(|| Err(aborted(&request.client))),
+        }
     }
 
     /// Reads the cache (the synchronous path first); a backend error is logged and treated as a miss.
@@ -1011,7 +1022,7 @@ impl Inner {
                         client: name.to_owned(),
                         endpoint: client.endpoint.endpoint.to_string(),
                         attempts: attempt,
-                        source: Box::new(error),
+                        source: LastFailure::new(error),
                     });
                 }
             }
