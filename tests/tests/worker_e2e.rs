@@ -62,20 +62,21 @@ fn register_demo_client_with_clock(
 ) {
     let token_endpoint = demo.token_endpoint();
     let api_base = demo.api_base();
-    services.add_access_token_management(|options| {
-        options.client.clients.add(
-            "demo",
-            TokenClientOptions {
-                address: token_endpoint,
-                client_id: "m2m.short".into(),
-                client_secret: "secret".into(),
-                scope: Some("api".into()),
-                ..Default::default()
-            },
-        );
-        Ok(())
-    })
-    .clock(clock);
+    services
+        .add_access_token_management(|options| {
+            options.client.clients.add(
+                "demo",
+                TokenClientOptions {
+                    address: token_endpoint,
+                    client_id: "m2m.short".into(),
+                    client_secret: "secret".into(),
+                    scope: Some("api".into()),
+                    ..Default::default()
+                },
+            );
+            Ok(())
+        })
+        .clock(clock);
     services.add_client_access_token_client("api", None, |client| {
         client.base_address = Some(api_base);
         Ok(())
