@@ -12,7 +12,7 @@
 //! | fresh | before `refresh_at` | the cached token | nothing |
 //! | due | `refresh_at` ≤ now < `expires_at` − margin | the cached token, at once | renews in the background (one flight per key) |
 //! | renewal failing | due, last renewal failed | the cached token, at once | retries after the cool-down; warns once per failure streak |
-//! | expired / missing | now ≥ `expires_at` − margin | waits for the flight, or the last failure during the cool-down | one flight per key |
+//! | expired / missing | now ≥ `expires_at` − margin | waits for the flight (if its token expired on the way, after a stall or a suspend, one forced request more), or the last failure during the cool-down | one flight per key |
 //! | renewed | the flight stored a token | the new token | schedules its renewal |
 //!
 //! `refresh_at` is `expires_in − cache_lifetime_buffer` after the request was *sent* (the buffer is at
