@@ -1,50 +1,5 @@
-//! `AccessTokenManagementService`: cached, single-flight client credentials tokens that survive an
-//! identity provider's bad moments.
-//!
-//! # A token's life
-//!
-//! Every decision is made by comparing the token's deadlines with the service [`Clock`] (by default
-//! `CLOCK_BOOTTIME`, which keeps counting across suspend), on the caller's path: nothing depends on a
-//! background task having run.
-//!
-//! | state | when | a caller gets | the service |
-//! | --- | --- | --- | --- |
-//! | fresh | before `refresh_at` | the cached token | nothing |
-//! | due | `refresh_at` ≤ now < `expires_at` − margin | the cached token, at once | renews in the background (one flight per key) |
-//! | renewal failing | due, last renewal failed | the cached token, at once | retries after the cool-down; warns once per failure streak |
-//! | expired / missing | now ≥ `expires_at` − margin | waits for the flight (if its token expired on the way, after a stall or a suspend, one forced request more), or the last failure during the cool-down | one flight per key |
-//! | renewed | the flight stored a token | the new token | schedules its renewal |
-//!
-//! `refresh_at` is `expires_in − cache_lifetime_buffer` after the request was *sent* (the buffer is at
-//! most half the lifetime); the margin is
-//! [`expiry_safety_margin`](AccessTokenManagementOptions::expiry_safety_margin). A token without
-//! `expires_in` stays fresh until it is deleted or replaced by a forced renewal.
-//!
-//! # Flights
-//!
-//! Callers of one cache key share one *flight*: a task on the service's runtime that requests the
-//! token (with the [`RetryPolicy`](super::RetryPolicy)), stores it, leaves the in-flight map and only
-//! then publishes its result. A caller that arrives after the result was published never receives
-//! it: it reads the cache or starts a new flight. A caller that gives up (drop, cancel) does not affect
-//! the flight. A non-forced flight first re-reads the cache, so a caller that missed a token stored a
-//! moment ago does not cause a second request.
-//!
-//! A forced renewal never joins a non-forced flight (that one may hand back the rejected token); it
-//! joins a forced one or starts its own. Every flight has an increasing id and a token is written only
-//! by a flight newer than the one that wrote the cached token, so a slow older flight never overwrites
-//! a newer token. Forced renewals of one key are at most one per
-//! [`min_forced_renewal_interval`](AccessTokenManagementOptions::min_forced_renewal_interval).
-//!
-//! Errors are never cached. After a failed flight, callers that have no valid token get that failure,
-//! without a request, during [`failure_cooldown`](AccessTokenManagementOptions::failure_cooldown).
-//!
-//! # Runtime
-//!
-//! Flights and the background renewal run on one runtime: by default a small one the process shares
-//! (one thread, started on first use), so a caller on any runtime, in `block_on`, or on a runtime that
-//! then sits idle never waits for a task nobody drives, and pooled token endpoint connections are
-//! always driven by the runtime that opened them.
-//! [`AccessTokenManagementServiceBuilder::runtime`] binds the service to a runtime of yours instead.
+//! `AccessTokenManagementService`: cached, single-flight client credentials tokens (documented on
+//! the type).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -82,7 +37,52 @@ const MIN_SWEEP_THRESHOLD: usize = 1024;
 
 /// Gets client credentials tokens for the registered token clients, from the cache when it can and
 /// from the token service when it must, with one request per cache key however many callers ask at
-/// once. Cheap to clone (one `Arc`). See the [module docs](self) for the full semantics.
+/// once. Cheap to clone (one `Arc`).
+///
+/// # A token's life
+///
+/// Every decision is made by comparing the token's deadlines with the service [`Clock`] (by default
+/// `CLOCK_BOOTTIME`, which keeps counting across suspend), on the caller's path: nothing depends on a
+/// background task having run.
+///
+/// | state | when | a caller gets | the service |
+/// | --- | --- | --- | --- |
+/// | fresh | before `refresh_at` | the cached token | nothing |
+/// | due | `refresh_at` ≤ now < `expires_at` − margin | the cached token, at once | renews in the background (one flight per key) |
+/// | renewal failing | due, last renewal failed | the cached token, at once | retries after the cool-down; warns once per failure streak |
+/// | expired / missing | now ≥ `expires_at` − margin | waits for the flight (if its token expired on the way, after a stall or a suspend, one forced request more), or the last failure during the cool-down | one flight per key |
+/// | renewed | the flight stored a token | the new token | schedules its renewal |
+///
+/// `refresh_at` is `expires_in − cache_lifetime_buffer` after the request was *sent* (the buffer is at
+/// most half the lifetime); the margin is
+/// [`expiry_safety_margin`](AccessTokenManagementOptions::expiry_safety_margin). A token without
+/// `expires_in` stays fresh until it is deleted or replaced by a forced renewal.
+///
+/// # Flights
+///
+/// Callers of one cache key share one *flight*: a task on the service's runtime that requests the
+/// token (with the [`RetryPolicy`](super::RetryPolicy)), stores it, leaves the in-flight map and only
+/// then publishes its result. A caller that arrives after the result was published never receives
+/// it: it reads the cache or starts a new flight. A caller that gives up (drop, cancel) does not affect
+/// the flight. A non-forced flight first re-reads the cache, so a caller that missed a token stored a
+/// moment ago does not cause a second request.
+///
+/// A forced renewal never joins a non-forced flight (that one may hand back the rejected token); it
+/// joins a forced one or starts its own. Every flight has an increasing id and a token is written only
+/// by a flight newer than the one that wrote the cached token, so a slow older flight never overwrites
+/// a newer token. Forced renewals of one key are at most one per
+/// [`min_forced_renewal_interval`](AccessTokenManagementOptions::min_forced_renewal_interval).
+///
+/// Errors are never cached. After a failed flight, callers that have no valid token get that failure,
+/// without a request, during [`failure_cooldown`](AccessTokenManagementOptions::failure_cooldown).
+///
+/// # Runtime
+///
+/// Flights and the background renewal run on one runtime: by default a small one the process shares
+/// (one thread, started on first use), so a caller on any runtime, in `block_on`, or on a runtime that
+/// then sits idle never waits for a task nobody drives, and pooled token endpoint connections are
+/// always driven by the runtime that opened them.
+/// [`AccessTokenManagementServiceBuilder::runtime`] binds the service to a runtime of yours instead.
 #[derive(Clone)]
 #[doc(alias(
     "ClientCredentialsTokenManagementService",
