@@ -47,25 +47,10 @@ impl ApiServer {
             answer: Mutex::new((200, None)),
             seen: Mutex::new(Vec::new()),
         });
-        let (shutdown, stopped) = oneshot::channel::<()>();
         let app = Router::new().fallback(answer).with_state(shared.clone());
-        std::thread::Builder::new()
-            .name(format!("api-server-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("API server runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .expect("API server thread");
+        let shutdown =
+            crate::serve::serve_on_thread(format!("api-server-{}", addr.port()), listener, app)
+                .expect("API server thread");
         Self {
             addr,
             shared,

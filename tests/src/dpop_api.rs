@@ -87,27 +87,12 @@ impl DpopApi {
             addr,
             state: Mutex::new(ApiState::default()),
         });
-        let (shutdown, stopped) = oneshot::channel::<()>();
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        std::thread::Builder::new()
-            .name(format!("dpop-api-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("API runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .expect("start the API thread");
+        let shutdown =
+            crate::serve::serve_on_thread(format!("dpop-api-{}", addr.port()), listener, app)
+                .expect("start the API thread");
         let api = Self {
             shared: Arc::clone(&shared),
             shutdown: Some(shutdown),

@@ -141,27 +141,11 @@ impl TokenServer {
             count: watch::Sender::new(0),
             released: watch::Sender::new(0),
         });
-        let (shutdown, stopped) = oneshot::channel::<()>();
         let app = Router::new()
             .route(TOKEN_PATH, post(token))
             .with_state(shared.clone());
-        std::thread::Builder::new()
-            .name(format!("token-server-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("token server runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stopped => {}
-                    }
-                });
-                // Dropping the runtime cancels handlers still hanging or held.
-            })?;
+        let shutdown =
+            crate::serve::serve_on_thread(format!("token-server-{}", addr.port()), listener, app)?;
         Ok(Self {
             addr,
             shared,
