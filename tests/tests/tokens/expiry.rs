@@ -184,3 +184,26 @@ async fn an_expired_token_is_never_returned_on_any_key() {
     }
     assert_eq!(server.request_count(), 2 * KEYS);
 }
+
+/// A 2-second token: the 5 s safety margin is capped at half its 1 s renewal window, so between its
+/// refresh time (1 s) and its last serving moment (1.5 s) callers still get it at once while it is
+/// renewed; nobody waits for the endpoint at the rollover.
+#[tokio::test]
+async fn a_short_lived_token_keeps_a_window_in_which_it_is_renewed_while_served() {
+    let server = TokenServer::start();
+    server.set_expires_in(Some(json!(2)));
+    let mut options = options_for(&server, |_| {});
+    options.background_refresh = false;
+    let (service, clock) = manual_service(options);
+    let first = get(&service).await;
+
+    clock.advance(Duration::from_millis(1200));
+    assert!(get(&service).await.ptr_eq(&first), "due, still served");
+    server.wait_for_requests(2).await;
+    let second = wait_for_new_token(&service, &first).await;
+    assert_eq!(second.access_token(), "tok-2--");
+
+    clock.advance(Duration::from_millis(1600));
+    let third = get(&service).await;
+    assert!(!third.ptr_eq(&second), "past 1.5 s of its life it is never served");
+}

@@ -79,7 +79,8 @@ pub struct AccessTokenManagementOptions {
     /// Largest token response body accepted, in bytes (default 1 MiB).
     pub max_response_body_size: usize,
     /// A token is never served later than its expiry minus this margin (default 5 s), even while
-    /// renewals fail; never earlier than its refresh time.
+    /// renewals fail. For a short-lived token the margin is at most half the time between its refresh
+    /// time and its expiry, so there is always a window in which it is renewed while still served.
     pub expiry_safety_margin: Duration,
     /// How transient token request failures are retried (default: 3 attempts, full-jitter back-off).
     pub retry: RetryPolicy,

@@ -27,7 +27,9 @@ use super::options::{
 };
 use super::refresh::RenewalScheduler;
 use super::retry::{RetryPolicy, random_up_to};
-use super::token::{ClientAccessToken, Deadlines, Freshness, InvalidToken, ReceivedTimes};
+use super::token::{
+    ClientAccessToken, Deadlines, Freshness, InvalidToken, ReceivedTimes, due_window_margin,
+};
 
 /// Up to this many clients, a name is found by a linear scan (cheaper than hashing it).
 const LINEAR_LOOKUP_MAX: usize = 8;
@@ -1039,12 +1041,12 @@ impl Inner {
     ) -> Result<ClientAccessToken, TokenError> {
         let times = match response.expires_in {
             Some(lifetime) => {
-                let renew_after =
-                    lifetime.saturating_sub(effective_buffer(lifetime, self.policy.buffer));
+                let buffer = effective_buffer(lifetime, self.policy.buffer);
+                let renew_after = lifetime.saturating_sub(buffer);
                 let refresh = sent.saturating_add(renew_after);
                 let expiry = sent
                     .saturating_add(lifetime)
-                    .saturating_sub(self.policy.safety_margin)
+                    .saturating_sub(due_window_margin(buffer, self.policy.safety_margin))
                     .max(refresh);
                 ReceivedTimes {
                     expires_at: Some(sent_wall + lifetime),

@@ -169,7 +169,8 @@ impl ClientAccessToken {
     }
 
     /// This token with deadlines on `clock`, derived from its wall-clock times (a copy, unless it
-    /// already has them). The expiry deadline is `expires_at - safety_margin`, never before the
+    /// already has them). The expiry deadline is `expires_at - safety_margin` (see
+    /// [`due_window_margin`]), never before the
     /// refresh deadline.
     pub(crate) fn anchored(&self, clock: &dyn Clock, safety_margin: Duration) -> Self {
         if self.inner.deadlines.is_some() {
@@ -186,8 +187,12 @@ impl ClientAccessToken {
         };
         let refresh = on_clock(self.inner.refresh_at.or(self.inner.expires_at));
         let expiry = if self.inner.expires_at.is_some() {
-            on_clock(self.inner.expires_at)
-                .saturating_sub(safety_margin)
+            let expires = on_clock(self.inner.expires_at);
+            expires
+                .saturating_sub(due_window_margin(
+                    expires.saturating_duration_since(refresh),
+                    safety_margin,
+                ))
                 .max(refresh)
         } else {
             Stamp::NEVER
@@ -329,6 +334,13 @@ impl WeakToken {
     pub(crate) fn is_alive(&self) -> bool {
         self.0.strong_count() > 0
     }
+}
+
+/// The safety margin actually kept before a token's expiry: the configured one, but at most half of
+/// the time between its refresh time and its expiry, so that even a short-lived token has a window
+/// in which it is due for renewal and still served (no caller waits at a rollover).
+pub(crate) fn due_window_margin(refresh_to_expiry: Duration, configured: Duration) -> Duration {
+    configured.min(refresh_to_expiry / 2)
 }
 
 /// The times of a token the service just received.
