@@ -19,7 +19,8 @@ use token_mgmt_benches::baseline::{
     reqwest012_fixed_header,
 };
 use token_mgmt_benches::cache::{
-    MANY_KEYS, bare_cache, bare_lookup, client_names, key_index, run_threads_in,
+    MANY_KEYS, bare_cache, bare_lookup, bare_lookup_checked, client_names, key_index,
+    run_threads_in,
 };
 use token_mgmt_benches::load::{Limit, LoadReport, RequestFn, run_load};
 use token_mgmt_benches::mem::{self, CountingAllocator};
@@ -186,7 +187,7 @@ type Measure<'a> = Box<dyn Fn(usize, u64) -> f64 + 'a>;
 
 fn cache_hit(options: &Options) -> Result<(), BoxError> {
     header(
-        "Cache hit: warm `get_client_access_token` vs bare `DashMap::get` + `Arc` clone",
+        "Cache hit: warm `get_client_access_token` vs bare `DashMap::get` + `Arc` clone (+ clock check)",
         options,
     );
     let names = client_names(MANY_KEYS);
@@ -197,6 +198,14 @@ fn cache_hit(options: &Options) -> Result<(), BoxError> {
         run_threads_in(None, threads, options.iters, |thread, i| {
             let key = &names_ref[key_index(thread, i, keys as usize)];
             std::hint::black_box(bare_lookup(bare_ref, key));
+        })
+        .as_secs_f64()
+            / options.iters as f64
+    });
+    let clock_measure: Measure<'_> = Box::new(move |threads, keys| {
+        run_threads_in(None, threads, options.iters, |thread, i| {
+            let key = &names_ref[key_index(thread, i, keys as usize)];
+            std::hint::black_box(bare_lookup_checked(bare_ref, key));
         })
         .as_secs_f64()
             / options.iters as f64
@@ -241,34 +250,40 @@ fn cache_hit(options: &Options) -> Result<(), BoxError> {
         "threads",
         "keys",
         "bare DashMap get + Arc clone",
+        "bare + CLOCK_BOOTTIME expiry check (clock baseline)",
         "token-mgmt get_client_access_token (warm)",
-        "ratio (goal ≤ 1.5×)",
+        "ratio vs bare",
+        "ratio vs clock baseline (goal ≤ 1.5×)",
     ]);
     for threads in [1usize, 2] {
         for keys in [1u64, MANY_KEYS as u64] {
             let mut bare_times = Vec::new();
+            let mut clock_times = Vec::new();
             let mut ours_times = Vec::new();
             // Warm-up (caches, branch predictors, page faults) outside the rounds.
             bare_measure(threads, keys);
+            clock_measure(threads, keys);
             if let Some(ours) = &ours_measure {
                 ours(threads, keys);
             }
             for round in 0..options.rounds {
-                for subject in round_order(2, round) {
+                for subject in round_order(3, round) {
                     match (subject, &ours_measure) {
                         (0, _) => bare_times.push(bare_measure(threads, keys)),
+                        (1, _) => clock_times.push(clock_measure(threads, keys)),
                         (_, Some(ours)) => ours_times.push(ours(threads, keys)),
                         (_, None) => {}
                     }
                 }
             }
             let bare_median = median(&bare_times);
-            let (ours_cell, ratio_cell) = if ours_times.is_empty() {
-                (PENDING.to_owned(), "pending".to_owned())
+            let (ours_cell, ratio_cell, clock_ratio_cell) = if ours_times.is_empty() {
+                (PENDING.to_owned(), "pending".to_owned(), "pending".to_owned())
             } else {
                 (
                     fmt_seconds(median(&ours_times)),
                     fmt_ratio(median_ratio(&ours_times, &bare_times)),
+                    fmt_ratio(median_ratio(&ours_times, &clock_times)),
                 )
             };
             table.row([
@@ -279,8 +294,10 @@ fn cache_hit(options: &Options) -> Result<(), BoxError> {
                     format!("{keys} (rotating)")
                 },
                 fmt_seconds(bare_median),
+                fmt_seconds(median(&clock_times)),
                 ours_cell,
                 ratio_cell,
+                clock_ratio_cell,
             ]);
         }
     }
