@@ -331,7 +331,8 @@ pub fn paced_caller(
     runtime.block_on(async {
         let mut last = service.get_client_access_token(name, &parameters).await?;
         let mut distinct = 1;
-        let mut latencies = Vec::with_capacity((run.as_micros() / pause.as_micros().max(1)) as usize);
+        let mut latencies =
+            Vec::with_capacity((run.as_micros() / pause.as_micros().max(1)) as usize);
         let end = Instant::now() + run;
         while Instant::now() < end {
             let start = Instant::now();
@@ -429,12 +430,13 @@ impl ClientAssertionProvider for Hs256Assertion {
     }
 }
 
+/// A named assertion signer (the JWS algorithm name, the provider).
+pub type NamedSigner = (&'static str, Arc<dyn ClientAssertionProvider>);
+
 /// One assertion signer per algorithm (label, provider): `PrivateKeySigner` for the key algorithms
 /// (`keys` from [`crate::keys::generate`]), and HS256 as above.
-pub fn assertion_signers(
-    keys: &[BenchKey],
-) -> Result<Vec<(&'static str, Arc<dyn ClientAssertionProvider>)>, BoxError> {
-    let mut signers: Vec<(&'static str, Arc<dyn ClientAssertionProvider>)> = Vec::new();
+pub fn assertion_signers(keys: &[BenchKey]) -> Result<Vec<NamedSigner>, BoxError> {
+    let mut signers: Vec<NamedSigner> = Vec::new();
     for key in keys {
         let private = PrivateKey::from_pem(key.pem.clone()).with_algorithm(key.algorithm);
         signers.push((key.label, Arc::new(PrivateKeySigner::new(&private)?)));
@@ -476,8 +478,13 @@ pub fn client_auth_subjects(
     ));
     let mut hs = client_options(token_url, "auth-hs256");
     hs.client_secret = HMAC_SECRET.into();
-    hs.authentication = ClientAuthentication::ClientSecretJwt(ClientSecretJwt::new(HmacAlgorithm::Hs256));
-    clients.push(("client_secret_jwt HS256".to_owned(), "auth-hs256".to_owned(), hs));
+    hs.authentication =
+        ClientAuthentication::ClientSecretJwt(ClientSecretJwt::new(HmacAlgorithm::Hs256));
+    clients.push((
+        "client_secret_jwt HS256".to_owned(),
+        "auth-hs256".to_owned(),
+        hs,
+    ));
     for key in keys {
         let id = format!("auth-{}", key.label.to_ascii_lowercase());
         let mut options = client_options(token_url, &id);

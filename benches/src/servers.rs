@@ -531,4 +531,48 @@ mod tests {
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
         assert_eq!((api.served(), api.rejected()), (1, 2));
     }
+
+    #[tokio::test]
+    async fn token_endpoint_accepts_assertions_for_itself_only() {
+        let handle = Handle::current();
+        let endpoint =
+            TokenEndpoint::start(&handle, TokenEndpointConfig::default(), ValidTokens::new())
+                .unwrap();
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let assertion = |aud: &str| {
+            let claims = serde_json::json!({"iss": "jwt", "sub": "jwt", "aud": aud, "exp": exp});
+            format!(
+                "{}.{}.c2ln",
+                b64(serde_json::json!({"alg": "ES256"})),
+                b64(claims)
+            )
+        };
+        let client = reqwest::Client::new();
+        let send = |assertion: String| {
+            client.post(endpoint.url()).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", assertion.as_str()),
+            ])
+        };
+        let ok = send(assertion(endpoint.url().as_str()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        let wrong_audience = send(assertion("http://elsewhere/token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_audience.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(endpoint.requests_for("jwt"), 1);
+        assert_eq!(endpoint.issued(), 1);
+    }
 }
