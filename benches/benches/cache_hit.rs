@@ -1,9 +1,10 @@
 //! Cache hit: warm `get_client_access_token` vs a bare `DashMap<Arc<str>, Arc<Token>>::get` +
-//! `Arc` clone, on 1 and 2 threads, one key and many keys.
+//! `Arc` clone, and vs the same plus one expiry check against `CLOCK_BOOTTIME` (the clock baseline),
+//! on 1 and 2 threads, one key and many keys.
 //!
 //! ```text
-//! cargo bench -p token-mgmt-benches --bench cache_hit                    # baseline only
-//! cargo bench -p token-mgmt-benches --features ours --bench cache_hit    # + token-mgmt
+//! cargo bench -p token-mgmt-benches --bench cache_hit                           # + token-mgmt
+//! cargo bench -p token-mgmt-benches --no-default-features --bench cache_hit     # baselines only
 //! ```
 //!
 //! Every variant uses `iter_custom` with std threads released together by a barrier (see
@@ -13,7 +14,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use token_mgmt_benches::cache::{
-    MANY_KEYS, bare_cache, bare_lookup, client_names, key_index, run_threads_in,
+    MANY_KEYS, bare_cache, bare_lookup, bare_lookup_checked, client_names, key_index,
+    run_threads_in,
 };
 
 const VARIANTS: [(usize, usize, &str); 4] = [
@@ -32,6 +34,16 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 run_threads_in(None, threads, iters, |thread, i| {
                     std::hint::black_box(bare_lookup(&bare, &names[key_index(thread, i, keys)]));
+                })
+            });
+        });
+        group.bench_function(format!("{label}/bare_dashmap_clock"), |b| {
+            b.iter_custom(|iters| {
+                run_threads_in(None, threads, iters, |thread, i| {
+                    std::hint::black_box(bare_lookup_checked(
+                        &bare,
+                        &names[key_index(thread, i, keys)],
+                    ));
                 })
             });
         });

@@ -1,4 +1,5 @@
-//! The cache-hit baseline: a bare `DashMap<Arc<str>, Arc<BareToken>>::get` plus an `Arc` clone,
+//! The cache-hit baselines: a bare `DashMap<Arc<str>, Arc<BareToken>>::get` plus an `Arc` clone,
+//! and the same plus one expiry check against `CLOCK_BOOTTIME` (the clock token-mgmt's hit reads),
 //! and the harness both the criterion bench and the `load cache-hit` scenario use (std threads
 //! started together, a future polled to completion without a runtime).
 
@@ -24,6 +25,9 @@ pub struct BareToken {
     pub authorization: HeaderValue,
     /// When the entry stops being served.
     pub expires_at: Instant,
+    /// The same deadline in nanoseconds on [`boot_time_nanos`]'s clock (what the clock baseline
+    /// compares with).
+    pub expires_at_boot: u64,
 }
 
 impl BareToken {
@@ -39,6 +43,7 @@ impl BareToken {
             access_token,
             authorization,
             expires_at: Instant::now() + Duration::from_secs(3600),
+            expires_at_boot: boot_time_nanos() + 3600 * 1_000_000_000,
         }
     }
 }
@@ -64,6 +69,37 @@ pub fn bare_cache(keys: &[String]) -> BareCache {
 #[inline]
 pub fn bare_lookup(cache: &BareCache, key: &str) -> Option<Arc<BareToken>> {
     cache.get(key).map(|entry| Arc::clone(entry.value()))
+}
+
+/// Nanoseconds on `CLOCK_BOOTTIME`, read as token-mgmt's `SystemClock` reads it (one
+/// `clock_gettime` through the vDSO); std's `Instant` elsewhere.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+pub fn boot_time_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_BOOTTIME exists on every supported
+    // kernel; clock_gettime only writes to the pointer it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// Nanoseconds since the first call (std's `Instant`), where `CLOCK_BOOTTIME` does not exist.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
+pub fn boot_time_nanos() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The clock baseline: [`bare_lookup`] plus one read of the clock and one comparison with the
+/// entry's expiry (an expired entry is not served), the least a correct time-checked hit does.
+#[inline]
+pub fn bare_lookup_checked(cache: &BareCache, key: &str) -> Option<Arc<BareToken>> {
+    let token = cache.get(key).map(|entry| Arc::clone(entry.value()))?;
+    (boot_time_nanos() < token.expires_at_boot).then_some(token)
 }
 
 /// Key index for iteration `i` of thread `thread` over `keys` keys: threads walk the keys from
@@ -161,6 +197,19 @@ mod tests {
         assert_eq!(a.access_token.len(), 64);
         assert!(a.authorization.is_sensitive());
         assert!(bare_lookup(&cache, "client-00003").is_none());
+        let c = bare_lookup_checked(&cache, "client-00001").unwrap();
+        assert!(Arc::ptr_eq(&a, &c));
+        assert!(bare_lookup_checked(&cache, "client-00003").is_none());
+    }
+
+    #[test]
+    fn clock_baseline_refuses_an_expired_entry() {
+        let cache = BareCache::new();
+        let mut token = BareToken::new(0, 64);
+        token.expires_at_boot = boot_time_nanos();
+        cache.insert(Arc::from("k"), Arc::new(token));
+        assert!(bare_lookup(&cache, "k").is_some());
+        assert!(bare_lookup_checked(&cache, "k").is_none());
     }
 
     #[test]

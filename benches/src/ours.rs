@@ -6,16 +6,26 @@
 //! - [`request_subjects`]: per-request throughput through `HttpClientFactory::create_client`.
 //! - [`stampede`]: 10,000 concurrent callers on a cold key.
 //! - [`scale_build`], [`scale_memory`]: 10,000 registered clients, 100,000 cached tokens.
+//! - [`rollover_service`], [`paced_caller`], [`concurrent_callers`]: short-lived tokens rolling
+//!   over, with background refresh on or off.
+//! - [`assertion_signers`], [`client_auth_subjects`]: client assertions and token requests per
+//!   client authentication method.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use secrecy::SecretString;
 use token_mgmt::http::{HttpClient, HttpClientFactory};
 use token_mgmt::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken,
-    TokenClientOptions, TokenRequestParameters,
+    AccessTokenManagementOptions, AccessTokenManagementService, AssertionContext,
+    ClientAccessToken, ClientAssertionProvider, ClientAuthentication, ClientSecretJwt,
+    HmacAlgorithm, PrivateKey, PrivateKeyJwt, PrivateKeySigner, RetryPolicy, TokenClientOptions,
+    TokenRequestParameters,
 };
 use url::Url;
+
+use crate::keys::{BenchKey, HMAC_SECRET};
 
 use crate::load::{RequestFn, request_fn};
 use crate::mem::CountingAllocator;
@@ -97,7 +107,9 @@ fn factory_with_token_handler(
     name: &str,
     api_base: &Url,
 ) -> HttpClientFactory {
-    let handler = token_mgmt::tokens::ClientAccessTokenHandler::new(service.clone(), name);
+    // Tokens go only to the API's origin (a handler without an allowed origin refuses every request).
+    let handler = token_mgmt::tokens::ClientAccessTokenHandler::new(service.clone(), name)
+        .with_allowed_origin(api_base);
     let mut builder = HttpClientFactory::builder();
     let registration = builder.register(name);
     registration.options_mut().base_address = Some(api_base.clone());
@@ -272,4 +284,238 @@ pub async fn scale_memory(
     }
     let bytes = CountingAllocator::live_bytes() - before;
     Ok((fetched, bytes))
+}
+
+/// A token service for the rollover scenario: one client `name`, background refresh `on` or off,
+/// the given expiry safety margin (the default 5 s leaves a 2 s token no window in which it is due
+/// but still served), no retries.
+#[allow(
+    clippy::field_reassign_with_default,
+    reason = "works whether or not the struct is #[non_exhaustive]"
+)]
+pub fn rollover_service(
+    token_url: &Url,
+    name: &str,
+    background_refresh: bool,
+    expiry_safety_margin: Duration,
+) -> Result<AccessTokenManagementService, BoxError> {
+    let mut options = options_for(token_url, &[name.to_owned()]);
+    options.background_refresh = background_refresh;
+    options.expiry_safety_margin = expiry_safety_margin;
+    options.retry = RetryPolicy::none();
+    Ok(AccessTokenManagementService::new(options)?)
+}
+
+/// What callers saw during a rollover run.
+#[derive(Debug, Clone)]
+pub struct CallerReport {
+    /// Latency of every call, sorted.
+    pub latencies: Vec<Duration>,
+    /// Distinct tokens the callers were served (the rollovers, plus the first token).
+    pub distinct_tokens: usize,
+}
+
+/// One caller on its own thread, no runtime of its own beyond a current-thread `block_on`:
+/// `get_client_access_token` for `run` (real time), sleeping `pause` between calls. Every call's
+/// latency is recorded. The first (cold) call is made before the clock starts.
+pub fn paced_caller(
+    service: &AccessTokenManagementService,
+    name: &str,
+    run: Duration,
+    pause: Duration,
+) -> Result<CallerReport, BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let parameters = TokenRequestParameters::default();
+    runtime.block_on(async {
+        let mut last = service.get_client_access_token(name, &parameters).await?;
+        let mut distinct = 1;
+        let mut latencies =
+            Vec::with_capacity((run.as_micros() / pause.as_micros().max(1)) as usize);
+        let end = Instant::now() + run;
+        while Instant::now() < end {
+            let start = Instant::now();
+            let token = service.get_client_access_token(name, &parameters).await?;
+            latencies.push(start.elapsed());
+            if !token.ptr_eq(&last) {
+                distinct += 1;
+                last = token;
+            }
+            std::thread::sleep(pause);
+        }
+        latencies.sort_unstable();
+        Ok(CallerReport {
+            latencies,
+            distinct_tokens: distinct,
+        })
+    })
+}
+
+/// `callers` tasks on the current runtime, each calling `get_client_access_token` for `run` with a
+/// `pause` (tokio sleep) between calls. Returns the latencies and the distinct tokens served; after
+/// the run, `settle` is waited and one more call is made, so a renewal that finished after the last
+/// call is counted as a served token too (then every token request the endpoint counted must match a
+/// distinct token).
+pub async fn concurrent_callers(
+    service: &AccessTokenManagementService,
+    name: &str,
+    callers: usize,
+    run: Duration,
+    pause: Duration,
+    settle: Duration,
+) -> Result<CallerReport, BoxError> {
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let end = Instant::now() + run;
+    let name: Arc<str> = Arc::from(name);
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let service = service.clone();
+            let seen = Arc::clone(&seen);
+            let name = Arc::clone(&name);
+            tokio::spawn(async move {
+                let parameters = TokenRequestParameters::default();
+                let mut latencies = Vec::new();
+                let mut last: Option<ClientAccessToken> = None;
+                while Instant::now() < end {
+                    let start = Instant::now();
+                    let token = service.get_client_access_token(&name, &parameters).await?;
+                    latencies.push(start.elapsed());
+                    if !last.as_ref().is_some_and(|l| l.ptr_eq(&token)) {
+                        seen.lock()
+                            .expect("not poisoned")
+                            .insert(token.access_token().to_owned());
+                        last = Some(token);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                Ok::<_, BoxError>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    tokio::time::sleep(settle).await;
+    let last = service
+        .get_client_access_token(&name, &TokenRequestParameters::default())
+        .await?;
+    let mut seen = seen.lock().expect("not poisoned");
+    seen.insert(last.access_token().to_owned());
+    latencies.sort_unstable();
+    Ok(CallerReport {
+        latencies,
+        distinct_tokens: seen.len(),
+    })
+}
+
+/// The HS256 assertion `client_secret_jwt` sends, built as token-mgmt's own (private) HMAC signer
+/// builds it, from the public claims / signing-input / compact API: that signer is only reachable
+/// through a token request.
+struct Hs256Assertion {
+    key: aws_lc_rs::hmac::Key,
+}
+
+#[async_trait::async_trait]
+impl ClientAssertionProvider for Hs256Assertion {
+    async fn client_assertion(
+        &self,
+        context: &AssertionContext<'_>,
+    ) -> Result<SecretString, BoxError> {
+        let claims = context.claims();
+        let input = claims.signing_input("HS256", None);
+        let tag = aws_lc_rs::hmac::sign(&self.key, input.as_bytes());
+        Ok(claims.compact(input, tag.as_ref()))
+    }
+}
+
+/// A named assertion signer (the JWS algorithm name, the provider).
+pub type NamedSigner = (&'static str, Arc<dyn ClientAssertionProvider>);
+
+/// One assertion signer per algorithm (label, provider): `PrivateKeySigner` for the key algorithms
+/// (`keys` from [`crate::keys::generate`]), and HS256 as above.
+pub fn assertion_signers(keys: &[BenchKey]) -> Result<Vec<NamedSigner>, BoxError> {
+    let mut signers: Vec<NamedSigner> = Vec::new();
+    for key in keys {
+        let private = PrivateKey::from_pem(key.pem.clone()).with_algorithm(key.algorithm);
+        signers.push((key.label, Arc::new(PrivateKeySigner::new(&private)?)));
+    }
+    signers.push((
+        "HS256",
+        Arc::new(Hs256Assertion {
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, HMAC_SECRET.as_bytes()),
+        }),
+    ));
+    Ok(signers)
+}
+
+/// Builds and signs one assertion with `signer` (polled to completion without a runtime).
+#[inline]
+pub fn sign_one(
+    signer: &dyn ClientAssertionProvider,
+    context: &AssertionContext<'_>,
+) -> SecretString {
+    crate::cache::poll_ready(signer.client_assertion(context)).expect("the signer signs")
+}
+
+/// Forced-renewal subjects, one per client authentication method (label, request, client id):
+/// `client_secret_basic` first (the baseline), then `client_secret_jwt` (HS256) and
+/// `private_key_jwt` with each of `keys`. Every request is a new token request.
+#[allow(
+    clippy::field_reassign_with_default,
+    reason = "works whether or not the struct is #[non_exhaustive]"
+)]
+pub fn client_auth_subjects(
+    token_url: &Url,
+    keys: &[BenchKey],
+) -> Result<Vec<(String, RequestFn, String)>, BoxError> {
+    let mut clients: Vec<(String, String, TokenClientOptions)> = Vec::new();
+    clients.push((
+        "client_secret_basic (baseline)".to_owned(),
+        "auth-basic".to_owned(),
+        client_options(token_url, "auth-basic"),
+    ));
+    let mut hs = client_options(token_url, "auth-hs256");
+    hs.client_secret = HMAC_SECRET.into();
+    hs.authentication =
+        ClientAuthentication::ClientSecretJwt(ClientSecretJwt::new(HmacAlgorithm::Hs256));
+    clients.push((
+        "client_secret_jwt HS256".to_owned(),
+        "auth-hs256".to_owned(),
+        hs,
+    ));
+    for key in keys {
+        let id = format!("auth-{}", key.label.to_ascii_lowercase());
+        let mut options = client_options(token_url, &id);
+        options.client_secret = Default::default();
+        options.authentication = ClientAuthentication::PrivateKeyJwt(PrivateKeyJwt::new(
+            PrivateKey::from_pem(key.pem.clone()).with_algorithm(key.algorithm),
+        ));
+        clients.push((format!("private_key_jwt {}", key.label), id, options));
+    }
+    let mut options = AccessTokenManagementOptions::default();
+    options.retry = RetryPolicy::none();
+    for (_, id, client) in &clients {
+        options.client.clients.add(id.clone(), client.clone());
+    }
+    let service = AccessTokenManagementService::new(options)?;
+    Ok(clients
+        .into_iter()
+        .map(|(label, id, _)| {
+            let service = service.clone();
+            let name: Arc<str> = Arc::from(id.as_str());
+            let request = request_fn(move || {
+                let service = service.clone();
+                let name = Arc::clone(&name);
+                async move {
+                    service
+                        .get_client_access_token(&name, &TokenRequestParameters::force_renewal())
+                        .await?;
+                    Ok(())
+                }
+            });
+            (label, request, id)
+        })
+        .collect())
 }

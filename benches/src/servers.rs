@@ -234,6 +234,8 @@ impl Default for TokenEndpointConfig {
 
 #[derive(Debug)]
 struct TokenState {
+    /// Set once the listener is bound (the assertion audience is the endpoint's own URL).
+    addr: std::sync::OnceLock<SocketAddr>,
     config: TokenEndpointConfig,
     valid: ValidTokens,
     issued: AtomicU64,
@@ -244,7 +246,10 @@ struct TokenState {
 /// A minimal OAuth 2.0 client-credentials token endpoint at `POST /connect/token`.
 ///
 /// Authenticates the client with `client_secret_basic` (RFC 6749 2.3.1: id and secret
-/// form-url-encoded, then base64) or `client_secret_post`, requires
+/// form-url-encoded, then base64), `client_secret_post`, or a JWT client assertion
+/// (`client_secret_jwt` / `private_key_jwt`, RFC 7523: the client is the assertion's `sub`, which
+/// must equal its `iss`, its `aud` must be this endpoint and its `exp` in the future; the signature
+/// is not verified, so that the figures measure the client's cost, not the server's), requires
 /// `grant_type=client_credentials`, waits [`TokenEndpointConfig::delay`] and answers a Bearer token.
 /// Counts every request, and requests per client id.
 #[derive(Debug)]
@@ -262,6 +267,7 @@ impl TokenEndpoint {
         valid: ValidTokens,
     ) -> io::Result<Self> {
         let state = Arc::new(TokenState {
+            addr: std::sync::OnceLock::new(),
             config,
             valid,
             issued: AtomicU64::new(0),
@@ -272,6 +278,7 @@ impl TokenEndpoint {
             .route("/connect/token", post(token))
             .with_state(Arc::clone(&state));
         let addr = serve(handle, router)?;
+        state.addr.set(addr).expect("set once, here");
         Ok(Self { addr, state })
     }
 
@@ -299,8 +306,40 @@ impl TokenEndpoint {
     }
 }
 
+impl TokenState {
+    fn addr(&self) -> SocketAddr {
+        *self.addr.get().expect("set when the endpoint started")
+    }
+}
+
 fn oauth_error(status: StatusCode, error: &str) -> Response {
     (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
+}
+
+/// `client_assertion_type` of JWT client assertions (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The client id of a compact-JWS client assertion whose claims hold (see [`TokenEndpoint`]); the
+/// signature is not checked.
+fn assertion_client(assertion: &str, audience: &str) -> Option<String> {
+    let mut parts = assertion.split('.');
+    let (_header, claims, signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || signature.is_empty() {
+        return None;
+    }
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let sub = claims["sub"].as_str()?;
+    (claims["iss"].as_str() == Some(sub)
+        && claims["aud"].as_str() == Some(audience)
+        && claims["exp"].as_u64()? > now)
+        .then(|| sub.to_owned())
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
@@ -328,20 +367,33 @@ async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: B
             .map(|(_, v)| v.as_str())
     };
 
-    let credentials = basic_credentials(&headers).or_else(|| {
-        Some((
-            field("client_id")?.to_owned(),
-            field("client_secret").unwrap_or_default().to_owned(),
-        ))
-    });
-    let Some((client_id, secret)) = credentials else {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
-    };
-    if state.config.record {
-        *state.per_client.entry(client_id.clone()).or_insert(0) += 1;
-    }
-    if secret != state.config.client_secret {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    if let Some(assertion) = field("client_assertion") {
+        let audience = format!("http://{}/connect/token", state.addr());
+        let client_id = (field("client_assertion_type") == Some(JWT_BEARER))
+            .then(|| assertion_client(assertion, &audience))
+            .flatten();
+        let Some(client_id) = client_id else {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+        };
+        if state.config.record {
+            *state.per_client.entry(client_id).or_insert(0) += 1;
+        }
+    } else {
+        let credentials = basic_credentials(&headers).or_else(|| {
+            Some((
+                field("client_id")?.to_owned(),
+                field("client_secret").unwrap_or_default().to_owned(),
+            ))
+        });
+        let Some((client_id, secret)) = credentials else {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+        };
+        if state.config.record {
+            *state.per_client.entry(client_id.clone()).or_insert(0) += 1;
+        }
+        if secret != state.config.client_secret {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+        }
     }
     if field("grant_type") != Some("client_credentials") {
         return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
@@ -478,5 +530,49 @@ mod tests {
         let missing = client.get(api.data_url()).send().await.unwrap();
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
         assert_eq!((api.served(), api.rejected()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn token_endpoint_accepts_assertions_for_itself_only() {
+        let handle = Handle::current();
+        let endpoint =
+            TokenEndpoint::start(&handle, TokenEndpointConfig::default(), ValidTokens::new())
+                .unwrap();
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let assertion = |aud: &str| {
+            let claims = serde_json::json!({"iss": "jwt", "sub": "jwt", "aud": aud, "exp": exp});
+            format!(
+                "{}.{}.c2ln",
+                b64(serde_json::json!({"alg": "ES256"})),
+                b64(claims)
+            )
+        };
+        let client = reqwest::Client::new();
+        let send = |assertion: String| {
+            client.post(endpoint.url()).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", assertion.as_str()),
+            ])
+        };
+        let ok = send(assertion(endpoint.url().as_str()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        let wrong_audience = send(assertion("http://elsewhere/token"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_audience.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(endpoint.requests_for("jwt"), 1);
+        assert_eq!(endpoint.issued(), 1);
     }
 }

@@ -4,8 +4,9 @@
 //! cargo run --release -p token-mgmt-benches --bin load -- <scenario> [--option value ...]
 //! ```
 //!
-//! Scenarios: `cache-hit`, `throughput`, `stampede`, `scale`, `all` (each of them in a child
-//! process, so the counting allocator and the servers of one do not disturb another).
+//! Scenarios: `cache-hit`, `throughput`, `stampede`, `scale`, `rollover`, `client-auth`, `all` (each
+//! of them in a child process, so the counting allocator and the servers of one do not disturb
+//! another).
 //! Every figure is a median over `--rounds` rounds, and every ratio is taken against a baseline
 //! measured in the same round, subjects alternating order between rounds. Output is markdown.
 //! Our side (token-mgmt) is measured with `--features ours`; without it its rows say "pending".
@@ -19,7 +20,8 @@ use token_mgmt_benches::baseline::{
     reqwest012_fixed_header,
 };
 use token_mgmt_benches::cache::{
-    MANY_KEYS, bare_cache, bare_lookup, client_names, key_index, run_threads_in,
+    MANY_KEYS, bare_cache, bare_lookup, bare_lookup_checked, client_names, key_index,
+    run_threads_in,
 };
 use token_mgmt_benches::load::{Limit, LoadReport, RequestFn, run_load};
 use token_mgmt_benches::mem::{self, CountingAllocator};
@@ -35,7 +37,14 @@ use token_mgmt_benches::{BoxError, stampede::StampedeReport};
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-const SCENARIOS: [&str; 4] = ["cache-hit", "throughput", "stampede", "scale"];
+const SCENARIOS: [&str; 6] = [
+    "cache-hit",
+    "throughput",
+    "stampede",
+    "scale",
+    "rollover",
+    "client-auth",
+];
 const PENDING: &str = "pending (`--features ours`)";
 
 /// Command-line options (`--name value`), with the defaults of BENCHMARKS.md.
@@ -56,6 +65,16 @@ struct Options {
     clients: usize,
     scopes: usize,
     token_len: usize,
+    /// rollover: real time each caller run lasts.
+    run: Duration,
+    /// rollover: `expires_in` of the tokens, in seconds.
+    expires_in: u64,
+    /// rollover: token endpoint delay.
+    endpoint_delay: Duration,
+    /// rollover: pause between two calls of one caller.
+    pause: Duration,
+    /// rollover: concurrent callers for the token-request count.
+    rollover_callers: usize,
 }
 
 impl Default for Options {
@@ -73,13 +92,19 @@ impl Default for Options {
             clients: 10_000,
             scopes: 10,
             token_len: 64,
+            run: Duration::from_secs(10),
+            expires_in: 2,
+            endpoint_delay: Duration::from_millis(20),
+            pause: Duration::from_micros(100),
+            rollover_callers: 64,
         }
     }
 }
 
-const USAGE: &str = "usage: load <cache-hit|throughput|stampede|scale|all> [--rounds N] [--iters N] \
-[--duration-ms N] [--concurrency 1,16,64] [--server-threads N] [--client-threads N] [--callers N] \
-[--delay-ms N] [--clients N] [--scopes N] [--token-len N]";
+const USAGE: &str = "usage: load <cache-hit|throughput|stampede|scale|rollover|client-auth|all> \
+[--rounds N] [--iters N] [--duration-ms N] [--concurrency 1,16,64] [--server-threads N] \
+[--client-threads N] [--callers N] [--delay-ms N] [--clients N] [--scopes N] [--token-len N] \
+[--run-ms N] [--expires-in SECONDS] [--endpoint-delay-ms N] [--pause-us N] [--rollover-callers N]";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options::default();
@@ -112,6 +137,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--clients" => options.clients = number()?.max(1) as usize,
             "--scopes" => options.scopes = number()?.max(1) as usize,
             "--token-len" => options.token_len = number()? as usize,
+            "--run-ms" => options.run = Duration::from_millis(number()?),
+            "--expires-in" => options.expires_in = number()?.max(1),
+            "--endpoint-delay-ms" => options.endpoint_delay = Duration::from_millis(number()?),
+            "--pause-us" => options.pause = Duration::from_micros(number()?),
+            "--rollover-callers" => options.rollover_callers = number()?.max(1) as usize,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -141,6 +171,8 @@ fn main() -> ExitCode {
         "throughput" => throughput(&options),
         "stampede" => stampede(&options),
         "scale" => scale(&options),
+        "rollover" => rollover(&options),
+        "client-auth" => client_auth(&options),
         other => Err(format!("unknown scenario {other}\n{USAGE}").into()),
     };
     match result {
@@ -186,7 +218,7 @@ type Measure<'a> = Box<dyn Fn(usize, u64) -> f64 + 'a>;
 
 fn cache_hit(options: &Options) -> Result<(), BoxError> {
     header(
-        "Cache hit: warm `get_client_access_token` vs bare `DashMap::get` + `Arc` clone",
+        "Cache hit: warm `get_client_access_token` vs bare `DashMap::get` + `Arc` clone (+ clock check)",
         options,
     );
     let names = client_names(MANY_KEYS);
@@ -197,6 +229,14 @@ fn cache_hit(options: &Options) -> Result<(), BoxError> {
         run_threads_in(None, threads, options.iters, |thread, i| {
             let key = &names_ref[key_index(thread, i, keys as usize)];
             std::hint::black_box(bare_lookup(bare_ref, key));
+        })
+        .as_secs_f64()
+            / options.iters as f64
+    });
+    let clock_measure: Measure<'_> = Box::new(move |threads, keys| {
+        run_threads_in(None, threads, options.iters, |thread, i| {
+            let key = &names_ref[key_index(thread, i, keys as usize)];
+            std::hint::black_box(bare_lookup_checked(bare_ref, key));
         })
         .as_secs_f64()
             / options.iters as f64
@@ -241,34 +281,44 @@ fn cache_hit(options: &Options) -> Result<(), BoxError> {
         "threads",
         "keys",
         "bare DashMap get + Arc clone",
+        "bare + CLOCK_BOOTTIME expiry check (clock baseline)",
         "token-mgmt get_client_access_token (warm)",
-        "ratio (goal ≤ 1.5×)",
+        "ratio vs bare",
+        "ratio vs clock baseline (goal ≤ 1.5×)",
     ]);
     for threads in [1usize, 2] {
         for keys in [1u64, MANY_KEYS as u64] {
             let mut bare_times = Vec::new();
+            let mut clock_times = Vec::new();
             let mut ours_times = Vec::new();
             // Warm-up (caches, branch predictors, page faults) outside the rounds.
             bare_measure(threads, keys);
+            clock_measure(threads, keys);
             if let Some(ours) = &ours_measure {
                 ours(threads, keys);
             }
             for round in 0..options.rounds {
-                for subject in round_order(2, round) {
+                for subject in round_order(3, round) {
                     match (subject, &ours_measure) {
                         (0, _) => bare_times.push(bare_measure(threads, keys)),
+                        (1, _) => clock_times.push(clock_measure(threads, keys)),
                         (_, Some(ours)) => ours_times.push(ours(threads, keys)),
                         (_, None) => {}
                     }
                 }
             }
             let bare_median = median(&bare_times);
-            let (ours_cell, ratio_cell) = if ours_times.is_empty() {
-                (PENDING.to_owned(), "pending".to_owned())
+            let (ours_cell, ratio_cell, clock_ratio_cell) = if ours_times.is_empty() {
+                (
+                    PENDING.to_owned(),
+                    "pending".to_owned(),
+                    "pending".to_owned(),
+                )
             } else {
                 (
                     fmt_seconds(median(&ours_times)),
                     fmt_ratio(median_ratio(&ours_times, &bare_times)),
+                    fmt_ratio(median_ratio(&ours_times, &clock_times)),
                 )
             };
             table.row([
@@ -279,8 +329,10 @@ fn cache_hit(options: &Options) -> Result<(), BoxError> {
                     format!("{keys} (rotating)")
                 },
                 fmt_seconds(bare_median),
+                fmt_seconds(median(&clock_times)),
                 ours_cell,
                 ratio_cell,
+                clock_ratio_cell,
             ]);
         }
     }
@@ -679,5 +731,272 @@ fn scale(options: &Options) -> Result<(), BoxError> {
          with its bookkeeping off.\n",
         options.rounds
     );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// rollover
+// ------------------------------------------------------------------------------------------------
+
+/// The rollover configurations: (label, expiry safety margin).
+const MARGINS: [(&str, Duration); 2] = [
+    ("default margin (5 s)", Duration::from_secs(5)),
+    ("margin 200 ms", Duration::from_millis(200)),
+];
+
+#[cfg(feature = "ours")]
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[cfg(feature = "ours")]
+fn rollover(options: &Options) -> Result<(), BoxError> {
+    use token_mgmt_benches::ours::{concurrent_callers, paced_caller, rollover_service};
+    header(
+        "Rollover: short-lived tokens, background refresh on vs off (real clock)",
+        options,
+    );
+    let config = TokenEndpointConfig {
+        delay: options.endpoint_delay,
+        expires_in: options.expires_in,
+        ..TokenEndpointConfig::default()
+    };
+    let servers = Servers::start(options.server_threads, config)?;
+    let token_url = servers.token.url();
+
+    let mut table = Table::new([
+        "configuration",
+        "background refresh",
+        "calls",
+        "rollovers",
+        "token requests",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "calls > 1 ms",
+        "max / p50",
+    ]);
+    let mut run = 0;
+    for (label, margin) in MARGINS {
+        for refresh in [true, false] {
+            run += 1;
+            let id = format!("rollover-paced-{run}");
+            let service = rollover_service(&token_url, &id, refresh, margin)?;
+            let report = paced_caller(&service, &id, options.run, options.pause)?;
+            let l = &report.latencies;
+            let p50 = quantile(l, 0.5);
+            let max = l.last().copied().unwrap_or_default();
+            table.row([
+                label.to_owned(),
+                if refresh { "on" } else { "off" }.to_owned(),
+                l.len().to_string(),
+                (report.distinct_tokens - 1).to_string(),
+                servers.token.requests_for(&id).to_string(),
+                fmt_duration(p50),
+                fmt_duration(quantile(l, 0.99)),
+                fmt_duration(quantile(l, 0.999)),
+                fmt_duration(max),
+                l.iter()
+                    .filter(|d| **d > Duration::from_millis(1))
+                    .count()
+                    .to_string(),
+                fmt_ratio(max.as_secs_f64() / p50.as_secs_f64()),
+            ]);
+        }
+    }
+    println!(
+        "### One caller, one call every {} µs\n",
+        options.pause.as_micros()
+    );
+    println!("{}", table.to_markdown());
+    println!(
+        "Tokens with `expires_in` {} s from the loopback endpoint answering after {} ms; one caller \
+         thread calls `get_client_access_token` for {} ms of real time (SystemClock), sleeping {} µs \
+         between calls; the first (cold) call is not counted. Default `cache_lifetime_buffer` (capped \
+         at half the lifetime: renewal due after {} ms); no retries. Latency includes two \
+         `Instant::now()` reads.\n",
+        options.expires_in,
+        options.endpoint_delay.as_millis(),
+        options.run.as_millis(),
+        options.pause.as_micros(),
+        options.expires_in * 500,
+    );
+
+    let runtime = client_runtime(options)?;
+    let mut table = Table::new([
+        "configuration",
+        "background refresh",
+        "callers",
+        "calls",
+        "token requests",
+        "distinct tokens served",
+        "token requests per rollover (goal 1)",
+        "p50",
+        "p99",
+        "max",
+    ]);
+    for (label, margin) in MARGINS {
+        for refresh in [true, false] {
+            run += 1;
+            let id = format!("rollover-concurrent-{run}");
+            let service = rollover_service(&token_url, &id, refresh, margin)?;
+            let report = runtime.block_on(async {
+                // Cold start outside the measured window.
+                service
+                    .get_client_access_token(&id, &Default::default())
+                    .await?;
+                concurrent_callers(
+                    &service,
+                    &id,
+                    options.rollover_callers,
+                    options.run,
+                    Duration::from_millis(1),
+                    options.endpoint_delay * 5,
+                )
+                .await
+            })?;
+            let requests = servers.token.requests_for(&id);
+            let l = &report.latencies;
+            table.row([
+                label.to_owned(),
+                if refresh { "on" } else { "off" }.to_owned(),
+                options.rollover_callers.to_string(),
+                l.len().to_string(),
+                requests.to_string(),
+                report.distinct_tokens.to_string(),
+                format!(
+                    "{:.2}",
+                    requests as f64 / report.distinct_tokens.max(1) as f64
+                ),
+                fmt_duration(quantile(l, 0.5)),
+                fmt_duration(quantile(l, 0.99)),
+                fmt_duration(l.last().copied().unwrap_or_default()),
+            ]);
+        }
+    }
+    drop(runtime);
+    println!(
+        "### {} concurrent callers, one call per caller every 1 ms\n",
+        options.rollover_callers
+    );
+    println!("{}", table.to_markdown());
+    println!(
+        "Same tokens and endpoint; {} tasks on the client runtime ({} worker threads) for {} ms. \
+         Token requests: every request the endpoint received for the key (the cold one included); \
+         distinct tokens: every token any caller was served, plus the one cached {} ms after the run \
+         (so a renewal that finished after the last call counts). 1.00 = one request per rollover.\n",
+        options.rollover_callers,
+        options.client_threads,
+        options.run.as_millis(),
+        (options.endpoint_delay * 5).as_millis(),
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "ours"))]
+fn rollover(options: &Options) -> Result<(), BoxError> {
+    header("Rollover", options);
+    println!("{PENDING}: the rollover scenario measures token-mgmt only.\n");
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// client-auth
+// ------------------------------------------------------------------------------------------------
+
+#[cfg(feature = "ours")]
+fn client_auth(options: &Options) -> Result<(), BoxError> {
+    header(
+        "Client authentication: token requests/s per method (forced renewals)",
+        options,
+    );
+    let servers = Servers::start(options.server_threads, TokenEndpointConfig::default())?;
+    let runtime = client_runtime(options)?;
+    let keys = token_mgmt_benches::keys::generate()?;
+    let subjects = token_mgmt_benches::ours::client_auth_subjects(&servers.token.url(), &keys)?;
+    runtime.block_on(async {
+        // Warm-up: connections, key loading, one request per method.
+        for (name, request, _) in &subjects {
+            let report = run_load(4, Limit::Requests(64), Arc::clone(request)).await;
+            check(name, &report)?;
+        }
+        let mut table = Table::new([
+            "concurrency",
+            "method",
+            "token requests/s (received by the endpoint)",
+            "ratio vs client_secret_basic",
+            "calls/s (concurrent forced calls share a flight)",
+            "p50 call",
+            "p99 call",
+        ]);
+        for &concurrency in &options.concurrency {
+            let mut results: Vec<Vec<LoadReport>> = subjects.iter().map(|_| Vec::new()).collect();
+            // Token requests per second the endpoint received during each run.
+            let mut received: Vec<Vec<f64>> = subjects.iter().map(|_| Vec::new()).collect();
+            for round in 0..options.rounds {
+                for index in round_order(subjects.len(), round) {
+                    let (name, request, id) = &subjects[index];
+                    let before = servers.token.requests_for(id);
+                    let report = run_load(
+                        concurrency,
+                        Limit::Duration(options.duration),
+                        Arc::clone(request),
+                    )
+                    .await;
+                    let requests = servers.token.requests_for(id) - before;
+                    check(name, &report)?;
+                    received[index].push(requests as f64 / report.elapsed.as_secs_f64());
+                    results[index].push(report);
+                }
+            }
+            for (index, (name, _, _)) in subjects.iter().enumerate() {
+                let calls: Vec<f64> = results[index].iter().map(LoadReport::rps).collect();
+                let p50: Vec<Duration> = results[index].iter().map(LoadReport::p50).collect();
+                let p99: Vec<Duration> = results[index].iter().map(LoadReport::p99).collect();
+                table.row([
+                    concurrency.to_string(),
+                    name.clone(),
+                    fmt_rate(median(&received[index])),
+                    fmt_ratio(median_ratio(&received[index], &received[0])),
+                    fmt_rate(median(&calls)),
+                    fmt_duration(median_duration(&p50)),
+                    fmt_duration(median_duration(&p99)),
+                ]);
+            }
+        }
+        println!("{}", table.to_markdown());
+        let counted: Vec<String> = subjects
+            .iter()
+            .map(|(_, _, id)| format!("{id} {}", servers.token.requests_for(id)))
+            .collect();
+        println!(
+            "Each call is `get_client_access_token` with `force_renewal` (a new token request with an \
+             assertion signed anew; concurrent forced calls of one key share one flight, so with \
+             concurrency > 1 there are fewer requests than calls) against the loopback endpoint (no delay; it checks assertion \
+             claims, not signatures). Medians over {} rounds of {} ms; ratios are medians of \
+             per-round ratios. Client runtime: {} worker threads (flights run on token-mgmt's shared \
+             one-thread runtime); servers: {} thread(s), same process. Token requests received per \
+             client: {}.\n",
+            options.rounds,
+            options.duration.as_millis(),
+            options.client_threads,
+            options.server_threads,
+            counted.join(", "),
+        );
+        Ok::<(), BoxError>(())
+    })?;
+    drop(runtime);
+    Ok(())
+}
+
+#[cfg(not(feature = "ours"))]
+fn client_auth(options: &Options) -> Result<(), BoxError> {
+    header("Client authentication", options);
+    println!("{PENDING}: the client-auth scenario measures token-mgmt only.\n");
     Ok(())
 }
