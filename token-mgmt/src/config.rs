@@ -119,7 +119,7 @@ impl Configuration {
         // Sources are read eagerly by figment but their errors surface only on extraction.
         figment
             .extract::<Dict>()
-            .map_err(|error| ConfigError::from_figment(&error))?;
+            .map_err(|error| ConfigError::from_figment(&error, None))?;
         Ok(Self { figment })
     }
 
@@ -136,9 +136,19 @@ impl Configuration {
                 key: key.to_owned(),
             });
         }
-        self.figment
-            .extract_inner_lossy(key)
-            .map_err(|error| ConfigError::from_figment(&error))
+        // A table is extracted focused, so the error's path is relative to `key` (figment's
+        // `extract_inner` puts `key` last); a leaf's error is about `key` itself.
+        if let Ok(Value::Dict(..)) = self.figment.find_value(key) {
+            return self
+                .figment
+                .focus(key)
+                .extract_lossy()
+                .map_err(|error| ConfigError::from_figment(&error, Some(key)));
+        }
+        self.figment.extract_inner_lossy(key).map_err(|mut error| {
+            error.path.clear();
+            ConfigError::from_figment(&error, Some(key))
+        })
     }
 
     /// Whether a value is set at `key`.
@@ -299,10 +309,15 @@ fn reason(message: impl Into<String>) -> BoxError {
 }
 
 impl ConfigError {
-    fn from_figment(error: &figment::Error) -> Self {
-        let key = error.path.join(".");
+    /// `prefix`: the key the failed extraction was focused on.
+    fn from_figment(error: &figment::Error, prefix: Option<&str>) -> Self {
+        let key = prefix
+            .into_iter()
+            .chain(error.path.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(".");
         let metadata = error.metadata.as_ref();
-        if key.is_empty()
+        if error.path.is_empty()
             && let Some(file) = metadata.and_then(file_of)
         {
             return Self::Malformed {
