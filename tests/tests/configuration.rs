@@ -514,3 +514,31 @@ fn a_host_reads_its_configuration_and_reports_a_malformed_file_from_build() {
     assert_eq!(context, "configuration");
     assert!(source.to_string().contains("appsettings.toml"), "{source}");
 }
+
+#[test]
+fn a_bind_error_inside_the_registration_is_a_build_problem_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = Host::builder()
+        .handle_signals(false)
+        .configuration_source(dir.path())
+        .configuration_variables(vars(&[(
+            "TOKEN_MGMT__TOKEN_MANAGEMENT__REQUEST_TIMEOUT",
+            "soon",
+        )]))
+        .configure_services(|ctx, services| {
+            services.add_access_token_management(|options| {
+                options.bind(ctx.configuration())?;
+                Ok(())
+            });
+            Ok(())
+        })
+        .build()
+        .unwrap_err();
+    let shown = error_chain(&error).to_string();
+    assert!(
+        shown.contains("add_access_token_management")
+            && shown.contains("TOKEN_MGMT__TOKEN_MANAGEMENT__REQUEST_TIMEOUT")
+            && shown.contains("token_management.request_timeout"),
+        "{shown}"
+    );
+}
