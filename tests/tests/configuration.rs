@@ -82,6 +82,12 @@ fn files_then_environment_file_then_variables_later_wins() {
         configuration.origin("app.c").unwrap(),
         "environment variable TOKEN_MGMT__APP__C"
     );
+    let error = configuration.get::<u32>("app.b").unwrap_err();
+    let ConfigError::Invalid { key, origin, .. } = &error else {
+        panic!("not Invalid: {error:?}");
+    };
+    assert_eq!(key, "app.b");
+    assert!(origin.ends_with("appsettings.Staging.toml"), "{origin}");
 }
 
 #[test]
@@ -401,6 +407,8 @@ auth_method = "client_secret_jwt"
     let configuration = Configuration::from_parts(dir.path(), "Production", vars(&[])).unwrap();
     let mut options = AccessTokenManagementOptions::default();
     options.bind(&configuration).unwrap();
+    let shown = format!("{configuration:?} {options:?}");
+    assert!(!shown.contains("0123456789abcdef"), "{shown}");
     // Validation reads the certificates and keys: they were wired from the files.
     options.validate().unwrap();
     let clients = &options.client.clients;

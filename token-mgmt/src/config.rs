@@ -317,7 +317,8 @@ impl ConfigError {
             .collect::<Vec<_>>()
             .join(".");
         let metadata = error.metadata.as_ref();
-        if error.path.is_empty()
+        // Only loading (no key asked for) reports a file as a whole.
+        if key.is_empty()
             && let Some(file) = metadata.and_then(file_of)
         {
             return Self::Malformed {
@@ -326,7 +327,7 @@ impl ConfigError {
             };
         }
         // A secret given with the wrong type would otherwise be echoed by the deserializer.
-        let secret = error.path.iter().any(|part| part.contains("secret"));
+        let secret = key.contains("secret");
         let cause = match &error.kind {
             figment::error::Kind::InvalidType(_, expected) if secret => {
                 format!("invalid type: expected {expected}")
