@@ -44,6 +44,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "hosting")]
+pub mod config;
+#[cfg(feature = "hosting")]
 pub mod di;
 #[cfg(feature = "hosting")]
 pub mod hosting;
@@ -68,6 +70,7 @@ pub mod prelude {
     pub use crate::BoxError;
     pub use crate::CancellationToken;
     pub use crate::Worker;
+    pub use crate::config::{ConfigError, Configuration};
     pub use crate::di::{
         BuildError, BuildProblem, FromProvider, Injectable, ResolveError, ServiceCollection,
         ServiceProvider,
