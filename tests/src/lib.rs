@@ -4,6 +4,7 @@ pub mod api_server;
 pub mod dpop_api;
 pub mod fault_server;
 pub mod interop;
+pub mod redis_server;
 pub mod token_server;
 
 /// README.md's Rust blocks, compiled (and run, unless marked `no_run`) as this crate's doc tests, so
