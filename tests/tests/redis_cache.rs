@@ -395,3 +395,113 @@ async fn a_redis_outage_leaves_token_calls_working() {
         .sum();
     assert!(errors >= 3, "every failed call counts: {errors}");
 }
+
+#[tokio::test]
+async fn the_lock_holder_s_token_ends_the_wait() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let key = CacheKey::new("k");
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
+    let guard = a
+        .lock_for_request(&key)
+        .await
+        .unwrap()
+        .expect("a takes the lock");
+    let ttl: i64 = raw(&redis)
+        .await
+        .pttl(format!("{PREFIX}lock:k"))
+        .await
+        .unwrap();
+    assert!((4_000..=5_000).contains(&ttl), "the lock lives 5 s: {ttl}");
+
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        let key = key.clone();
+        async move { b.lock_for_request(&key).await.unwrap().is_some() }
+    });
+    tokio::task::yield_now().await;
+    a.set(&key, token("from-a")).await.unwrap();
+    drop(guard);
+    assert!(
+        !waiting.await.unwrap(),
+        "b waited, and did not take the lock"
+    );
+    assert_eq!(b.get(&key).await.unwrap().unwrap().access_token(), "from-a");
+}
+
+#[tokio::test]
+async fn a_released_lock_without_a_token_is_taken_over() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let key = CacheKey::new("k");
+    let (a, b) = (instance(&redis).await, instance(&redis).await);
+    let guard = a.lock_for_request(&key).await.unwrap().unwrap();
+    let started = Instant::now();
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        let key = key.clone();
+        async move { b.lock_for_request(&key).await.unwrap().is_some() }
+    });
+    tokio::task::yield_now().await;
+    // a's request failed: it stores nothing and lets go.
+    drop(guard);
+    assert!(waiting.await.unwrap(), "b takes the lock and requests");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "without waiting for the lock's ttl"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_nobody_releases_is_waited_for_its_ttl_only() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let key = CacheKey::new("k");
+    let a = instance(&redis).await;
+    let b = RedisTokenCache::builder(redis.url())
+        .key_prefix(PREFIX)
+        .encryption_key("k1", KEY)
+        .lock_ttl(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let _held = a.lock_for_request(&key).await.unwrap().unwrap();
+    let started = Instant::now();
+    assert!(b.lock_for_request(&key).await.unwrap().is_none());
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(250)..Duration::from_secs(2)).contains(&waited),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_is_released_only_by_its_owner() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = instance(&redis).await;
+    let (expired, own) = (CacheKey::new("x"), CacheKey::new("y"));
+    let expired_guard = a.lock_for_request(&expired).await.unwrap().unwrap();
+    let own_guard = a.lock_for_request(&own).await.unwrap().unwrap();
+    // The first lock expired and another instance took it.
+    let (x, y) = (format!("{PREFIX}lock:x"), format!("{PREFIX}lock:y"));
+    raw_set(&redis, &x, b"another-owner").await;
+    // Releases run in order on one connection: once `y` is gone, `x`'s release has run too.
+    drop(expired_guard);
+    drop(own_guard);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while raw_get(&redis, &y).await.is_some() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the owner's lock is released");
+    assert_eq!(
+        raw_get(&redis, &x).await.as_deref(),
+        Some(&b"another-owner"[..])
+    );
+}

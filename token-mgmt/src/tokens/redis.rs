@@ -441,22 +441,31 @@ impl Inner {
     }
 
     /// Reads and opens the value under `redis_key`; a value that does not open is a miss.
-    async fn read(
-        &self,
-        redis_key: &str,
-    ) -> Result<Option<(Vec<u8>, ClientAccessToken)>, RedisCacheError> {
+    async fn read(&self, redis_key: &str) -> Result<Option<ClientAccessToken>, RedisCacheError> {
         let mut connection = self.connection.clone();
         let value: Option<Vec<u8>> = self.call("GET", connection.get(redis_key)).await?;
         let Some(value) = value else {
             return Ok(None);
         };
         match self.open(redis_key, &value) {
-            Ok(token) => Ok(Some((value, token))),
+            Ok(token) => Ok(Some(token)),
             Err(why) => {
                 tracing::warn!(key = %redis_key, reason = why, "ignoring an unreadable cached token");
                 Ok(None)
             }
         }
+    }
+
+    /// The token under `redis_key`, if it is not due for renewal yet.
+    async fn read_fresh(
+        &self,
+        redis_key: &str,
+    ) -> Result<Option<ClientAccessToken>, RedisCacheError> {
+        let Some(token) = self.read(redis_key).await? else {
+            return Ok(None);
+        };
+        let due = token.refresh_at().or(token.expires_at());
+        Ok(due.is_none_or(|at| at > SystemTime::now()).then_some(token))
     }
 
     /// Drops the in-process copy of keys that other instances set.
@@ -570,7 +579,7 @@ impl ClientAccessTokenCache for RedisTokenCache {
             return Ok(Some(token));
         }
         self.inner.start_listening();
-        let Some((_, token)) = self.inner.read(&self.redis_key(key)).await? else {
+        let Some(token) = self.inner.read(&self.redis_key(key)).await? else {
             return Ok(None);
         };
         self.inner.local.set(key, token.clone()).await?;
@@ -661,24 +670,23 @@ impl ClientAccessTokenCache for RedisTokenCache {
         if try_lock(&lock).await? {
             return Ok(Some(Box::new(lock)));
         }
-        // Another instance is requesting: wait for its token (a value other than the current one).
-        let before = inner.read(&redis_key).await?.map(|(value, _)| value);
+        // Another instance is requesting: wait for its token (one not yet due: the token there now
+        // may be the due one it is renewing).
         let deadline = tokio::time::Instant::now() + inner.lock_ttl;
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(LOCK_POLL_INTERVAL).await;
-            if let Some((value, token)) = inner.read(&redis_key).await? {
-                if before.as_ref() != Some(&value) {
-                    inner.local.set(key, token).await?;
-                    return Ok(None);
-                }
+        loop {
+            if let Some(token) = inner.read_fresh(&redis_key).await? {
+                inner.local.set(key, token).await?;
+                return Ok(None);
             }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(LOCK_POLL_INTERVAL).await;
             // The holder gave up (its request failed): take over, unless its token came meanwhile.
             if try_lock(&lock).await? {
-                if let Some((value, token)) = inner.read(&redis_key).await? {
-                    if before.as_ref() != Some(&value) {
-                        inner.local.set(key, token).await?;
-                        return Ok(None);
-                    }
+                if let Some(token) = inner.read_fresh(&redis_key).await? {
+                    inner.local.set(key, token).await?;
+                    return Ok(None);
                 }
                 return Ok(Some(Box::new(lock)));
             }
