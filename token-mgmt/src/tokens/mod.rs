@@ -37,11 +37,19 @@ mod error;
 mod handler;
 mod metrics;
 mod options;
+#[cfg(feature = "redis")]
+mod redis;
 mod refresh;
 mod retry;
 mod service;
 mod token;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{
+    CACHE_ERRORS_TOTAL, DEFAULT_REDIS_LOCK_TTL, DEFAULT_REDIS_TIMEOUT, RedisCacheError,
+    RedisTokenCache, RedisTokenCacheBuilder,
+};
 pub use auth::{
     AssertionClaims, AssertionContext, CertificateError, ClientAssertionProvider,
     ClientAuthentication, ClientSecretJwt, DEFAULT_ASSERTION_LIFETIME, HmacAlgorithm,
