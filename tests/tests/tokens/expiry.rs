@@ -205,5 +205,8 @@ async fn a_short_lived_token_keeps_a_window_in_which_it_is_renewed_while_served(
 
     clock.advance(Duration::from_millis(1600));
     let third = get(&service).await;
-    assert!(!third.ptr_eq(&second), "past 1.5 s of its life it is never served");
+    assert!(
+        !third.ptr_eq(&second),
+        "past 1.5 s of its life it is never served"
+    );
 }
