@@ -162,6 +162,42 @@ async fn a_cache_needs_a_key_or_an_explicit_plaintext_opt_in() {
         .await
         .unwrap_err();
     assert!(matches!(error, RedisCacheError::InvalidKeyId(_)));
+    let error = RedisTokenCache::builder(redis.url())
+        .encryption_key("k1", KEY)
+        .plaintext()
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RedisCacheError::KeyAndPlaintext));
+    let error = RedisTokenCache::builder(redis.url())
+        .encryption_key("k1", KEY)
+        .decryption_key("k1", OTHER_KEY)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RedisCacheError::DuplicateKeyId(_)));
+    let error = RedisTokenCache::builder("not a redis address")
+        .encryption_key("k1", KEY)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, RedisCacheError::InvalidUrl(_)));
+    assert!(std::error::Error::source(&error).is_some());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let error = RedisTokenCache::builder(format!("redis://127.0.0.1:{port}"))
+        .encryption_key("k1", KEY)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            RedisCacheError::Connect(_) | RedisCacheError::ConnectTimeout(_)
+        ),
+        "{error:?}"
+    );
 
     let plain = RedisTokenCache::builder(redis.url())
         .key_prefix(PREFIX)

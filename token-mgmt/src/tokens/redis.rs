@@ -52,6 +52,9 @@ pub enum RedisCacheError {
         "the Redis token cache needs an encryption key (`encryption_key`), or an explicit `plaintext()`"
     )]
     MissingEncryptionKey,
+    /// Both an encryption key and [`plaintext`](RedisTokenCacheBuilder::plaintext) were given.
+    #[error("the Redis token cache was given both an encryption key and `plaintext()`")]
+    KeyAndPlaintext,
     /// A key id is empty or longer than 255 bytes.
     #[error("encryption key id {0:?} must be 1 to 255 bytes long")]
     InvalidKeyId(String),
@@ -219,6 +222,9 @@ impl RedisTokenCacheBuilder {
     }
 
     fn keys(&self) -> Result<Option<Keys>, RedisCacheError> {
+        if self.plaintext && (self.encryption.is_some() || !self.decryption.is_empty()) {
+            return Err(RedisCacheError::KeyAndPlaintext);
+        }
         let Some((id, key)) = &self.encryption else {
             return if self.plaintext {
                 Ok(None)
