@@ -27,6 +27,10 @@ pub const DEFAULT_REDIS_LOCK_TTL: Duration = Duration::from_secs(5);
 /// How often an instance waiting for another instance's token request looks for its token.
 const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// After a failed Redis call, how long calls fail at once (without trying Redis), so that an outage
+/// costs each token call no more than one timeout per pause.
+const OUTAGE_PAUSE: Duration = Duration::from_secs(1);
+
 /// The counter of failed Redis calls (timeouts and errors), labelled by `operation`.
 pub const CACHE_ERRORS_TOTAL: &str = "token_mgmt_cache_errors_total";
 
@@ -48,6 +52,9 @@ pub enum RedisCacheError {
         "the Redis token cache needs an encryption key (`encryption_key`), or an explicit `plaintext()`"
     )]
     MissingEncryptionKey,
+    /// Both an encryption key and [`plaintext`](RedisTokenCacheBuilder::plaintext) were given.
+    #[error("the Redis token cache was given both an encryption key and `plaintext()`")]
+    KeyAndPlaintext,
     /// A key id is empty or longer than 255 bytes.
     #[error("encryption key id {0:?} must be 1 to 255 bytes long")]
     InvalidKeyId(String),
@@ -79,6 +86,14 @@ pub enum RedisCacheError {
         operation: &'static str,
         /// The timeout.
         timeout: Duration,
+    },
+    /// A recent call failed: Redis is not tried again until a short pause has passed.
+    #[error("Redis {operation} not tried: Redis failed less than {pause:?} ago")]
+    Unavailable {
+        /// The command.
+        operation: &'static str,
+        /// How long calls are not tried after a failure.
+        pause: Duration,
     },
     /// The system's random number generator failed.
     #[error("no random bytes for a nonce or lock owner")]
@@ -197,6 +212,7 @@ impl RedisTokenCacheBuilder {
                 lock_ttl: self.lock_ttl,
                 keys,
                 failing: AtomicBool::new(false),
+                retry_at: std::sync::Mutex::new(None),
                 instance: hex(&instance),
                 subscriber: OnceLock::new(),
                 _closed: closed,
@@ -206,6 +222,9 @@ impl RedisTokenCacheBuilder {
     }
 
     fn keys(&self) -> Result<Option<Keys>, RedisCacheError> {
+        if self.plaintext && (self.encryption.is_some() || !self.decryption.is_empty()) {
+            return Err(RedisCacheError::KeyAndPlaintext);
+        }
         let Some((id, key)) = &self.encryption else {
             return if self.plaintext {
                 Ok(None)
@@ -249,7 +268,8 @@ impl RedisTokenCacheBuilder {
 ///   in-process copy (a background task, started on first use, listens on its own connection).
 /// - **Outages.** Every Redis call times out after 250 ms (see
 ///   [`timeout`](RedisTokenCacheBuilder::timeout)); its error reaches the service, which treats it as a
-///   miss and requests tokens itself. The first error of an outage is logged at `warn` (and recovery
+///   miss and requests tokens itself. After a failure, calls fail at once for a second before Redis
+///   is tried again, so an outage does not slow every token call by several timeouts. The first error of an outage is logged at `warn` (and recovery
 ///   at `info`); each one counts in [`CACHE_ERRORS_TOTAL`].
 ///
 /// ```no_run
@@ -284,6 +304,8 @@ struct Inner {
     keys: Option<Keys>,
     /// Whether the last Redis call failed: errors are logged once per outage.
     failing: AtomicBool,
+    /// After a failed call, calls fail at once until then instead of each waiting for the timeout.
+    retry_at: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Tells this instance's invalidation messages from the others'.
     instance: String,
     subscriber: OnceLock<()>,
@@ -331,12 +353,28 @@ impl RedisTokenCache {
 }
 
 impl Inner {
+    /// Whether a call failed less than [`OUTAGE_PAUSE`] ago.
+    fn resting(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.retry_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| now < at)
+    }
+
     /// Runs one Redis call within the timeout, recording its outcome.
     async fn call<T>(
         &self,
         operation: &'static str,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisCacheError> {
+        if self.resting() {
+            metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => operation).increment(1);
+            return Err(RedisCacheError::Unavailable {
+                operation,
+                pause: OUTAGE_PAUSE,
+            });
+        }
         let outcome = match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(RedisCacheError::Redis { operation, source }),
@@ -347,12 +385,15 @@ impl Inner {
         };
         match &outcome {
             Ok(_) => {
+                *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("Redis token cache reachable again");
                 }
             }
             Err(error) => {
                 metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => operation).increment(1);
+                *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(tokio::time::Instant::now() + OUTAGE_PAUSE);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         error = %error,
@@ -532,27 +573,31 @@ impl Inner {
 
 /// The fleet lock of one key, released (if still owned) when dropped.
 struct RedisLock {
-    connection: ConnectionManager,
+    inner: Arc<Inner>,
     key: String,
     owner: String,
-    timeout: Duration,
 }
 
 impl Drop for RedisLock {
     fn drop(&mut self) {
+        // Outside a runtime, or while Redis fails (the release would only wait for its timeout),
+        // the lock is left to expire on its own.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // Outside a runtime: the lock expires on its own.
+            return;
         };
-        let mut connection = self.connection.clone();
+        if self.inner.resting() {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
         let key = std::mem::take(&mut self.key);
         let owner = std::mem::take(&mut self.owner);
-        let timeout = self.timeout;
         runtime.spawn(async move {
             let script = redis::Script::new(RELEASE_SCRIPT);
             let mut invocation = script.key(&key);
             invocation.arg(&owner);
-            // A failed release leaves the lock to expire.
-            let _ = tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut connection))
+            let mut connection = inner.connection.clone();
+            let _ = inner
+                .call("EVALSHA", invocation.invoke_async::<i64>(&mut connection))
                 .await;
         });
     }
@@ -647,10 +692,9 @@ impl ClientAccessTokenCache for RedisTokenCache {
         let mut owner = [0u8; 16];
         getrandom::fill(&mut owner).map_err(|_| RedisCacheError::Random)?;
         let lock = RedisLock {
-            connection: inner.connection.clone(),
+            inner: Arc::clone(inner),
             key: lock_key,
             owner: hex(&owner),
-            timeout: inner.timeout,
         };
         let ttl_ms = u64::try_from(inner.lock_ttl.as_millis().max(1)).unwrap_or(u64::MAX);
         let options = redis::SetOptions::default()
