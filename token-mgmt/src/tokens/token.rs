@@ -186,13 +186,16 @@ impl ClientAccessToken {
             },
         };
         let refresh = on_clock(self.inner.refresh_at.or(self.inner.expires_at));
-        let expiry = if self.inner.expires_at.is_some() {
-            let expires = on_clock(self.inner.expires_at);
-            expires
-                .saturating_sub(due_window_margin(
-                    expires.saturating_duration_since(refresh),
-                    safety_margin,
-                ))
+        let expiry = if let Some(expires_at) = self.inner.expires_at {
+            // The renewal window from the token's own times (a deadline already past is clamped
+            // to now on the clock, which would shrink it).
+            let window = self
+                .inner
+                .refresh_at
+                .and_then(|refresh_at| expires_at.duration_since(refresh_at).ok())
+                .unwrap_or_default();
+            on_clock(Some(expires_at))
+                .saturating_sub(due_window_margin(window, safety_margin))
                 .max(refresh)
         } else {
             Stamp::NEVER
