@@ -20,13 +20,13 @@ mod hardening {
 }
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken,
-    ClientAccessTokenHandler, ManualClock, TokenClientOptions, TokenError, TokenRequestParameters,
+    ClientAccessTokenHandler, TokenClientOptions, TokenError, TokenRequestParameters,
 };
+pub use token_mgmt_tests::manual_service;
 use token_mgmt_tests::token_server::TokenServer;
 use url::Url;
 
@@ -46,18 +46,6 @@ pub fn options_for(
     let mut options = AccessTokenManagementOptions::default();
     options.client.clients.add(CLIENT, client);
     options
-}
-
-/// A service built from `options` whose time moves only when the returned clock is advanced.
-pub fn manual_service(
-    options: AccessTokenManagementOptions,
-) -> (AccessTokenManagementService, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new());
-    let service = AccessTokenManagementService::builder(options)
-        .clock(clock.clone())
-        .build()
-        .expect("valid options");
-    (service, clock)
 }
 
 /// The default request parameters.

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use redis::AsyncCommands as _;
 use token_mgmt::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, CACHE_ERRORS_TOTAL, CacheKey,
-    ClientAccessToken, ClientAccessTokenCache, RedisCacheError, RedisTokenCache,
-    TokenRequestParameters,
+    AccessTokenManagementOptions, AccessTokenManagementService, CacheKey, ClientAccessToken,
+    ClientAccessTokenCache, RedisCacheError, RedisTokenCache, TokenRequestParameters, metric_names,
 };
 use token_mgmt_tests::redis_server::RedisServer;
 use token_mgmt_tests::token_server::TokenServer;
@@ -437,7 +436,7 @@ async fn a_redis_outage_leaves_token_calls_working() {
         .snapshot()
         .into_vec()
         .into_iter()
-        .filter(|(key, ..)| key.key().name() == CACHE_ERRORS_TOTAL)
+        .filter(|(key, ..)| key.key().name() == metric_names::CACHE_ERRORS)
         .map(|(.., value)| match value {
             DebugValue::Counter(n) => n,
             _ => 0,

@@ -15,12 +15,11 @@ mod tokens {
     mod wire;
 }
 
-use std::sync::Arc;
-
 use token_mgmt::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, ManualClock, TokenClientOptions,
+    AccessTokenManagementOptions, AccessTokenManagementService, TokenClientOptions,
     TokenRequestParameters,
 };
+pub use token_mgmt_tests::manual_service;
 use token_mgmt_tests::token_server::TokenServer;
 
 /// The token client name used by most tests.
@@ -41,18 +40,6 @@ pub fn options_for(
 /// A service with one client `api` for `server`.
 pub fn service_for(server: &TokenServer) -> AccessTokenManagementService {
     AccessTokenManagementService::new(options_for(server, |_| {})).expect("valid options")
-}
-
-/// A service built from `options` whose time moves only when the returned clock is advanced.
-pub fn manual_service(
-    options: AccessTokenManagementOptions,
-) -> (AccessTokenManagementService, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new());
-    let service = AccessTokenManagementService::builder(options)
-        .clock(clock.clone())
-        .build()
-        .expect("valid options");
-    (service, clock)
 }
 
 /// The default request parameters.

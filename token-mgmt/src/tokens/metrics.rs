@@ -26,6 +26,8 @@ pub mod names {
     pub const UNAUTHORIZED_REPLAYS: &str = "token_mgmt_unauthorized_replays_total";
     /// Counter: tokens dropped because nobody used their key for the idle window, label `client`.
     pub const IDLE_EVICTIONS: &str = "token_mgmt_idle_evictions_total";
+    /// Counter: failed calls to a shared token cache (Redis), label `operation`.
+    pub const CACHE_ERRORS: &str = "token_mgmt_cache_errors_total";
 }
 
 /// A client's hit counter, registered once (a hit then costs one call on the handle).

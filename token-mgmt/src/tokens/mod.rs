@@ -47,8 +47,8 @@ mod token;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{
-    CACHE_ERRORS_TOTAL, DEFAULT_REDIS_LOCK_TTL, DEFAULT_REDIS_TIMEOUT, RedisCacheError,
-    RedisTokenCache, RedisTokenCacheBuilder,
+    DEFAULT_REDIS_LOCK_TTL, DEFAULT_REDIS_TIMEOUT, RedisCacheError, RedisTokenCache,
+    RedisTokenCacheBuilder,
 };
 pub use auth::{
     AssertionClaims, AssertionContext, CertificateError, ClientAssertionProvider,

@@ -31,9 +31,6 @@ const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// costs each token call no more than one timeout per pause.
 const OUTAGE_PAUSE: Duration = Duration::from_secs(1);
 
-/// The counter of failed Redis calls (timeouts and errors), labelled by `operation`.
-pub const CACHE_ERRORS_TOTAL: &str = "token_mgmt_cache_errors_total";
-
 /// Format byte of a value encrypted with AES-256-GCM.
 const FORMAT_ENCRYPTED: u8 = 1;
 /// Format byte of a plaintext value (only with [`RedisTokenCacheBuilder::plaintext`]).
@@ -270,7 +267,7 @@ impl RedisTokenCacheBuilder {
 ///   [`timeout`](RedisTokenCacheBuilder::timeout)); its error reaches the service, which treats it as a
 ///   miss and requests tokens itself. After a failure, calls fail at once for a second before Redis
 ///   is tried again, so an outage does not slow every token call by several timeouts. The first error of an outage is logged at `warn` (and recovery
-///   at `info`); each one counts in [`CACHE_ERRORS_TOTAL`].
+///   at `info`); each one counts in [`metric_names::CACHE_ERRORS`](super::metric_names::CACHE_ERRORS).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -369,7 +366,8 @@ impl Inner {
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, RedisCacheError> {
         if self.resting() {
-            metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => operation).increment(1);
+            metrics::counter!(super::metrics::names::CACHE_ERRORS, "operation" => operation)
+                .increment(1);
             return Err(RedisCacheError::Unavailable {
                 operation,
                 pause: OUTAGE_PAUSE,
@@ -391,7 +389,8 @@ impl Inner {
                 }
             }
             Err(error) => {
-                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => operation).increment(1);
+                metrics::counter!(super::metrics::names::CACHE_ERRORS, "operation" => operation)
+                    .increment(1);
                 *self.retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(tokio::time::Instant::now() + OUTAGE_PAUSE);
                 if !self.failing.swap(true, Ordering::Relaxed) {
