@@ -4,6 +4,10 @@
 //!
 //! The interop suite (`--test interop`) proves the same methods against a real authorization server.
 
+mod client_auth {
+    mod bound_api;
+}
+
 use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;

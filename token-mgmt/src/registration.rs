@@ -34,7 +34,8 @@ use crate::di::{
 use crate::http::{HttpClient, HttpClientFactory, HttpClientFactoryBuilder, HttpClientOptions};
 use crate::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService,
-    AccessTokenManagementServiceBuilder, ClientAccessTokenCache, ClientAccessTokenHandler, Clock,
+    AccessTokenManagementServiceBuilder, CertificateError, ClientAccessTokenCache,
+    ClientAccessTokenHandler, Clock, TlsClientCertificate,
 };
 
 crate::inject_by_clone!(HttpClientFactory, AccessTokenManagementService);
@@ -61,6 +62,8 @@ struct Registrations {
     http_clients: bool,
     /// HTTP client name → token client name (`None`: the only registered token client).
     token_clients: Vec<(String, Option<String>)>,
+    /// HTTP clients that present their token client's certificate to the API.
+    presenting_certificates: Vec<String>,
 }
 
 /// Registration of token management and named HTTP clients on a [`ServiceCollection`]: the Rust
@@ -282,6 +285,26 @@ impl HttpClientBuilder<'_> {
             .configure_reqwest(configure);
         self
     }
+
+    /// Presents the token client's mTLS certificate (its
+    /// [`TlsClientAuth`](crate::tokens::ClientAuthentication::TlsClientAuth) or
+    /// [`SelfSignedTlsClientAuth`](crate::tokens::ClientAuthentication::SelfSignedTlsClientAuth)
+    /// authentication) to the API as well: an API that accepts only certificate-bound access tokens
+    /// (RFC 8705 section 3) checks that the token's `cnf.x5t#S256` is the certificate of the
+    /// connection. Only for an access token client; `build()` reports a token client that has no
+    /// certificate, or a certificate that does not load. The API's own server certificate is
+    /// trusted as any other client's (add a private CA with
+    /// [`configure_reqwest`](Self::configure_reqwest)).
+    pub fn present_token_client_certificate(self) -> Self {
+        let presenting = &mut self
+            .services
+            .extension_mut::<Registrations>()
+            .presenting_certificates;
+        if !presenting.contains(&self.name) {
+            presenting.push(self.name.clone());
+        }
+        self
+    }
 }
 
 /// The singleton factory of the [`HttpClientFactory`]: the registered clients, with a token handler
@@ -291,9 +314,12 @@ fn build_http_client_factory(provider: &ServiceProvider) -> Result<HttpClientFac
         .extension::<HttpClientFactoryBuilder>()
         .cloned()
         .unwrap_or_default();
-    let token_clients = provider
-        .extension::<Registrations>()
+    let registrations = provider.extension::<Registrations>();
+    let token_clients = registrations
         .map(|registrations| registrations.token_clients.as_slice())
+        .unwrap_or_default();
+    let presenting = registrations
+        .map(|registrations| registrations.presenting_certificates.as_slice())
         .unwrap_or_default();
     if !token_clients.is_empty() {
         let service = provider.get_required::<AccessTokenManagementService>()?;
@@ -305,6 +331,16 @@ fn build_http_client_factory(provider: &ServiceProvider) -> Result<HttpClientFac
                 })?,
             };
             let registration = builder.register(http_client.as_str());
+            if presenting.contains(http_client) {
+                let certificate = provider
+                    .extension::<AccessTokenManagementOptions>()
+                    .and_then(|options| options.client.clients.get(&token_client))
+                    .and_then(|client| client.authentication.tls_client_certificate())
+                    .ok_or_else(|| no_certificate(http_client, &token_client))?;
+                let present = present_certificate(certificate)
+                    .map_err(|source| certificate_problem(http_client, &token_client, source))?;
+                registration.configure_reqwest(present);
+            }
             let mut handler = ClientAccessTokenHandler::new(
                 AccessTokenManagementService::clone(&service),
                 token_client,
@@ -368,6 +404,38 @@ fn check_http_clients(services: &ServiceCollection) -> Vec<BuildProblem> {
         problems.extend(message.map(BuildProblem::custom));
     }
 
+    let presenting = services
+        .extension::<Registrations>()
+        .map(|registrations| registrations.presenting_certificates.as_slice())
+        .unwrap_or_default();
+    for http_client in presenting {
+        let Some((_, token_client)) = token_clients.iter().find(|(name, _)| name == http_client)
+        else {
+            problems.push(BuildProblem::custom(format!(
+                "HTTP client `{http_client}` presents its token client's certificate, but it is not an access token client \
+                 (register it with add_client_access_token_client)"
+            )));
+            continue;
+        };
+        let token_client = match (token_client, registered.as_slice()) {
+            (Some(name), _) => name.as_str(),
+            (None, [only]) => only,
+            // Reported above: no token client to take a certificate from.
+            (None, _) => continue,
+        };
+        let Some(client) = options.and_then(|options| options.client.clients.get(token_client))
+        else {
+            continue;
+        };
+        let problem = match client.authentication.tls_client_certificate() {
+            None => Some(no_certificate(http_client, token_client)),
+            Some(certificate) => present_certificate(certificate)
+                .err()
+                .map(|source| certificate_problem(http_client, token_client, source)),
+        };
+        problems.extend(problem.map(BuildProblem::custom));
+    }
+
     let http_clients = services.extension::<HttpClientFactoryBuilder>();
     for (http_client, _) in token_clients {
         let has_origin = http_clients
@@ -401,6 +469,39 @@ fn check_http_clients(services: &ServiceCollection) -> Vec<BuildProblem> {
         }
     }
     problems
+}
+
+/// The `reqwest::ClientBuilder` customisation that presents `certificate`.
+#[cfg(feature = "rustls")]
+fn present_certificate(
+    certificate: &TlsClientCertificate,
+) -> Result<
+    impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync + 'static,
+    CertificateError,
+> {
+    let identity = certificate.identity()?;
+    Ok(move |builder: reqwest::ClientBuilder| builder.identity(identity.clone()))
+}
+
+#[cfg(not(feature = "rustls"))]
+fn present_certificate(
+    _: &TlsClientCertificate,
+) -> Result<fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder, CertificateError> {
+    Err(CertificateError::TlsUnavailable)
+}
+
+fn no_certificate(http_client: &str, token_client: &str) -> String {
+    format!(
+        "HTTP client `{http_client}` presents the certificate of token client `{token_client}`, \
+         whose authentication is not tls_client_auth or self_signed_tls_client_auth"
+    )
+}
+
+fn certificate_problem(http_client: &str, token_client: &str, error: CertificateError) -> String {
+    format!(
+        "HTTP client `{http_client}` cannot present the certificate of token client `{token_client}`: {}",
+        crate::hosting::error_chain(&error)
+    )
 }
 
 fn list(names: &[&str]) -> String {
