@@ -573,28 +573,6 @@ mod tests {
     }
 
     #[test]
-    fn an_authority_replaces_the_address_under_the_same_rule() {
-        let by_issuer = |authority: &str| TokenClientOptions {
-            authority: Some(authority.parse().unwrap()),
-            client_id: "id".into(),
-            client_secret: "secret".into(),
-            ..Default::default()
-        };
-        assert!(by_issuer("https://idp.example.com").problems("c").is_empty());
-        assert!(by_issuer("http://127.0.0.1:5000").problems("c").is_empty());
-        assert!(matches!(
-            by_issuer("http://idp.example.com").problems("c").as_slice(),
-            [OptionsError::InsecureAddress { client, .. }] if client == "c"
-        ));
-        let mut both = by_issuer("https://idp.example.com");
-        both.address = "https://idp.example.com/token".parse().unwrap();
-        assert!(matches!(
-            both.problems("c").as_slice(),
-            [OptionsError::AddressAndAuthority { client }] if client == "c"
-        ));
-    }
-
-    #[test]
     fn display_endpoint_strips_credentials() {
         let url: Url = "https://user:pw@example.com/token?x=1".parse().unwrap();
         assert_eq!(display_endpoint(&url), "https://example.com/token");
