@@ -66,8 +66,11 @@ async fn main() -> Result<(), BoxError> {
     let directory = env!("CARGO_MANIFEST_DIR");
     let mut variables = settings::with_short_variables(std::env::vars());
     // Read once up front: whether to start the demo must be known before registering.
-    let configuration =
-        Configuration::from_parts(directory, &environment_name_from_process(), variables.clone())?;
+    let configuration = Configuration::from_parts(
+        directory,
+        &environment_name_from_process(),
+        variables.clone(),
+    )?;
     let _demo = if settings::has_token_service(&configuration) {
         None
     } else {

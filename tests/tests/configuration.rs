@@ -568,7 +568,10 @@ fn an_authority_and_the_discovery_settings_are_bound() {
              client_secret = \"secret\"\n"
         ),
     );
-    let variables = vars(&[("TOKEN_MGMT__TOKEN_MANAGEMENT__DISCOVERY__CACHE_LIFETIME", "300")]);
+    let variables = vars(&[(
+        "TOKEN_MGMT__TOKEN_MANAGEMENT__DISCOVERY__CACHE_LIFETIME",
+        "300",
+    )]);
     let configuration = Configuration::from_parts(dir.path(), "Production", variables).unwrap();
     let mut options = AccessTokenManagementOptions::default();
     options.bind(&configuration).unwrap();
@@ -580,7 +583,10 @@ fn an_authority_and_the_discovery_settings_are_bound() {
     assert!(options.discovery.eager);
     let client = options.client.clients.get("api").unwrap();
     assert_eq!(
-        client.authority.as_ref().map(|a| a.as_str().trim_end_matches('/')),
+        client
+            .authority
+            .as_ref()
+            .map(|a| a.as_str().trim_end_matches('/')),
         Some(issuer)
     );
     options.validate().unwrap();

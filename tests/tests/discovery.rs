@@ -17,10 +17,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rcgen::{CertificateParams, KeyPair};
-use serde_json::{Value, json};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rcgen::{CertificateParams, KeyPair};
+use serde_json::{Value, json};
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, ClientAuthentication,
     ClientSecretJwt, DiscoveryError, DpopKey, HmacAlgorithm, ManualClock, RetryPolicy,

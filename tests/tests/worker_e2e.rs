@@ -362,7 +362,10 @@ async fn the_worker_examples_settings_file_runs_the_demo_and_short_variables_win
             "long".into(),
         ),
         ("CLIENT_ID", "short".into()),
-        ("TOKEN_ENDPOINT", "https://idp.example.com/connect/token".into()),
+        (
+            "TOKEN_ENDPOINT",
+            "https://idp.example.com/connect/token".into(),
+        ),
         ("SCOPE", String::new()),
     ]);
     let configuration = Configuration::from_parts(shipped, "Production", variables).unwrap();

@@ -35,12 +35,10 @@ use crate::http::{
     HttpClient, HttpClientFactory, HttpClientFactoryBuilder, HttpClientOptions, HttpOptionsError,
 };
 use crate::tokens::{
-    display_endpoint, is_loopback,
-};
-use crate::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService,
     AccessTokenManagementServiceBuilder, ClientAccessTokenCache, ClientAccessTokenHandler, Clock,
 };
+use crate::tokens::{display_endpoint, is_loopback};
 
 crate::inject_by_clone!(HttpClientFactory, AccessTokenManagementService);
 

@@ -277,7 +277,11 @@ impl Discovery {
 
     /// Fetches the document (OpenID path first, RFC 8414 path when the first is not there) and
     /// checks it. `first`: log what the client should know about the issuer's document.
-    async fn fetch(&self, http: &reqwest::Client, first: bool) -> Result<Discovered, DiscoveryError> {
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        first: bool,
+    ) -> Result<Discovered, DiscoveryError> {
         let mut tried = Vec::with_capacity(2);
         for url in metadata_urls(&self.authority) {
             let shown = display_endpoint(&url);
@@ -439,7 +443,8 @@ async fn read_limited(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport(url, "reading the response failed", e))? {
+        .map_err(|e| transport(url, "reading the response failed", e))?
+    {
         if body.len() + chunk.len() > MAX_DOCUMENT_SIZE {
             return Err(too_large());
         }

@@ -75,7 +75,10 @@ impl ClientEndpoint {
     }
 
     /// The discovered token endpoint and issuer (`None`: the client has a configured `address`).
-    async fn discover(&self, http: &reqwest::Client) -> Result<Option<Arc<Discovered>>, TokenError> {
+    async fn discover(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<Option<Arc<Discovered>>, TokenError> {
         let Some(discovery) = &self.discovery else {
             return Ok(None);
         };
@@ -92,7 +95,11 @@ impl ClientEndpoint {
 
     /// With eager discovery, fetches the discovery document now, on `runtime`; a failure is logged
     /// (the first token request tries again).
-    pub(crate) fn prefetch(&self, runtime: &tokio::runtime::Handle, endpoint: &TokenEndpointClient) {
+    pub(crate) fn prefetch(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        endpoint: &TokenEndpointClient,
+    ) {
         let Some(discovery) = self.discovery.clone().filter(|d| d.eager()) else {
             return;
         };

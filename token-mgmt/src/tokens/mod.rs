@@ -78,6 +78,8 @@ pub use options::{
     RESERVED_PARAMETERS, TokenClientOptions, TokenClients, TokenRequestParameters,
     UnauthorizedRenewal, is_reserved,
 };
+// The https rule of access token clients (`registration`, with the `hosting` feature).
+#[cfg(feature = "hosting")]
 pub(crate) use options::{display_endpoint, is_loopback};
 pub use retry::RetryPolicy;
 pub use service::{AccessTokenManagementService, AccessTokenManagementServiceBuilder};
