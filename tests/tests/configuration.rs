@@ -215,6 +215,10 @@ fn unknown_keys_and_methods_and_bad_addresses_name_the_client_and_key() {
             "token_management.clients.api.address",
         ),
         (
+            "authority = \"not a url\"",
+            "token_management.clients.api.authority",
+        ),
+        (
             "auth_method = \"private_key_jwt\"",
             "token_management.clients.api.key_file",
         ),
@@ -549,4 +553,41 @@ fn a_bind_error_inside_the_registration_is_a_build_problem_naming_the_variable()
             && shown.contains("token_management.request_timeout"),
         "{shown}"
     );
+}
+
+#[test]
+fn an_authority_and_the_discovery_settings_are_bound() {
+    let issuer = "https://idp.example.com/tenant";
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "appsettings.toml",
+        &format!(
+            "[token_management.discovery]\ncache_lifetime = 120\neager = true\n\n\
+             [token_management.clients.api]\nauthority = \"{issuer}\"\nclient_id = \"worker\"\n\
+             client_secret = \"secret\"\n"
+        ),
+    );
+    let variables = vars(&[(
+        "TOKEN_MGMT__TOKEN_MANAGEMENT__DISCOVERY__CACHE_LIFETIME",
+        "300",
+    )]);
+    let configuration = Configuration::from_parts(dir.path(), "Production", variables).unwrap();
+    let mut options = AccessTokenManagementOptions::default();
+    options.bind(&configuration).unwrap();
+    assert_eq!(
+        options.discovery.cache_lifetime,
+        Duration::from_secs(300),
+        "the variable wins"
+    );
+    assert!(options.discovery.eager);
+    let client = options.client.clients.get("api").unwrap();
+    assert_eq!(
+        client
+            .authority
+            .as_ref()
+            .map(|a| a.as_str().trim_end_matches('/')),
+        Some(issuer)
+    );
+    options.validate().unwrap();
 }

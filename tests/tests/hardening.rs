@@ -11,6 +11,7 @@ mod hardening {
     mod cache_keys;
     mod clock;
     mod flights;
+    mod https;
     mod logs;
     mod origins;
     mod parts;

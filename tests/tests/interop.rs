@@ -8,6 +8,7 @@
 //! they fail.
 
 mod interop {
+    mod discovery;
     mod dpop;
     mod methods;
     mod mtls;

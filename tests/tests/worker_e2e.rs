@@ -8,6 +8,7 @@ use token_mgmt::http::CreateClientError;
 use token_mgmt::prelude::*;
 use token_mgmt::tokens::{ForeignOriginError, ManualClock};
 use token_mgmt_examples::demo::{ApiClaims, DemoConfig, DemoServer, RecordingServer};
+use token_mgmt_examples::settings;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Where the worker sends the outcome of one API call.
@@ -277,4 +278,101 @@ async fn an_access_token_client_refuses_absolute_urls_to_other_origins() {
     let same_origin = demo.api_base().join("test").unwrap();
     client.get_string(same_origin).await.unwrap();
     assert_eq!(demo.counters().api_authorized, 1);
+}
+
+/// The worker example's configuration (`token_mgmt_examples::settings`) with only the short
+/// variables, as `AUTHORITY=... cargo run --example worker` would get them.
+fn short_variables(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    settings::with_short_variables(
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone())),
+    )
+}
+
+#[tokio::test]
+async fn the_worker_example_discovers_its_token_endpoint_from_authority() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let variables = short_variables(&[
+        ("AUTHORITY", demo.issuer().to_string()),
+        ("CLIENT_ID", "m2m.short".into()),
+        ("CLIENT_SECRET", "secret".into()),
+        ("SCOPE", "api".into()),
+        ("API_BASE_ADDRESS", demo.api_base().to_string()),
+        ("WORKER_INTERVAL_SECONDS", "7".into()),
+    ]);
+    let interval = Arc::new(std::sync::Mutex::new(None));
+    let seen = Arc::clone(&interval);
+    let host = Host::builder()
+        .handle_signals(false)
+        .configuration_source(empty.path())
+        .configuration_variables(variables)
+        .configure_services(move |ctx, services| {
+            let worker = settings::register(services, ctx.configuration())?;
+            *seen.lock().unwrap() = Some(worker.interval());
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    assert_eq!(*interval.lock().unwrap(), Some(Duration::from_secs(7)));
+    let service = host
+        .services()
+        .get_required::<AccessTokenManagementService>()
+        .unwrap();
+    let client = host
+        .services()
+        .get_required::<HttpClientFactory>()
+        .unwrap()
+        .create_client(settings::HTTP_CLIENT)
+        .unwrap();
+    let body = client.get_string("test").await.unwrap();
+    let claims: ApiClaims = serde_json::from_str(&body).unwrap();
+    assert_eq!(claims.client_id, "m2m.short");
+    // No token endpoint was configured: the one token request went where discovery said.
+    assert_eq!(demo.counters().token_requests, 1);
+    assert_eq!(service.client_names(), [settings::TOKEN_CLIENT]);
+}
+
+#[tokio::test]
+async fn the_worker_examples_settings_file_runs_the_demo_and_short_variables_win() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    // No variables: the shipped file configures no token service, so the demo fills it in.
+    let configuration = Configuration::from_parts(shipped, "Production", Vec::new()).unwrap();
+    assert!(!settings::has_token_service(&configuration));
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let defaults = settings::demo_defaults(&configuration, &demo);
+    let configuration = Configuration::from_parts(shipped, "Production", defaults).unwrap();
+    let mut services = ServiceCollection::new();
+    let worker = settings::register(&mut services, &configuration).unwrap();
+    assert_eq!(worker.interval(), Duration::from_secs(5));
+    let provider = services.build().unwrap();
+    let client = provider
+        .get_required::<HttpClientFactory>()
+        .unwrap()
+        .create_client(settings::HTTP_CLIENT)
+        .unwrap();
+    client.get_string("test").await.unwrap();
+    assert_eq!(demo.counters().token_requests, 1);
+
+    // A short variable wins over the long one; TOKEN_ENDPOINT means no demo.
+    let variables = short_variables(&[
+        (
+            "TOKEN_MGMT__TOKEN_MANAGEMENT__CLIENTS__IDENTITYSERVER__CLIENT_ID",
+            "long".into(),
+        ),
+        ("CLIENT_ID", "short".into()),
+        (
+            "TOKEN_ENDPOINT",
+            "https://idp.example.com/connect/token".into(),
+        ),
+        ("SCOPE", String::new()),
+    ]);
+    let configuration = Configuration::from_parts(shipped, "Production", variables).unwrap();
+    assert!(settings::has_token_service(&configuration));
+    let mut options = AccessTokenManagementOptions::default();
+    options.bind(&configuration).unwrap();
+    let client = options.client.clients.get(settings::TOKEN_CLIENT).unwrap();
+    assert_eq!(client.client_id, "short");
+    assert_eq!(client.scope, None, "an empty short variable is unset");
 }

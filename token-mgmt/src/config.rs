@@ -359,8 +359,17 @@ struct TokenManagementSection {
     max_response_body_size: Option<usize>,
     max_cached_tokens: Option<usize>,
     background_refresh: Option<bool>,
+    discovery: Option<DiscoverySection>,
     #[serde(default)]
     clients: BTreeMap<String, ClientSection>,
+}
+
+/// `[token_management.discovery]`: how discovery documents are cached (seconds) and fetched.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoverySection {
+    cache_lifetime: Option<u64>,
+    eager: Option<bool>,
 }
 
 /// `[token_management.clients.<name>]`. Not `Debug`: it holds the secret.
@@ -368,6 +377,7 @@ struct TokenManagementSection {
 #[serde(deny_unknown_fields)]
 struct ClientSection {
     address: Option<String>,
+    authority: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
     client_secret_file: Option<PathBuf>,
@@ -428,6 +438,12 @@ impl AccessTokenManagementOptions {
         if let Some(enabled) = section.background_refresh {
             self.background_refresh = enabled;
         }
+        if let Some(discovery) = section.discovery {
+            seconds(discovery.cache_lifetime, &mut self.discovery.cache_lifetime);
+            if let Some(eager) = discovery.eager {
+                self.discovery.eager = eager;
+            }
+        }
         for (name, client) in section.clients {
             let options = client.into_options(configuration, &name)?;
             match self.client.clients.get_mut(&name) {
@@ -462,6 +478,13 @@ impl ClientSection {
             options.address = address
                 .parse()
                 .map_err(|error: url::ParseError| invalid("address", Box::new(error)))?;
+        }
+        if let Some(authority) = self.authority {
+            options.authority = Some(
+                authority
+                    .parse()
+                    .map_err(|error: url::ParseError| invalid("authority", Box::new(error)))?,
+            );
         }
         if let Some(id) = self.client_id {
             options.client_id = id;

@@ -31,12 +31,15 @@ use crate::BoxError;
 use crate::di::{
     BuildProblem, Dependency, NamedService, ResolveError, ServiceCollection, ServiceProvider,
 };
-use crate::http::{HttpClient, HttpClientFactory, HttpClientFactoryBuilder, HttpClientOptions};
+use crate::http::{
+    HttpClient, HttpClientFactory, HttpClientFactoryBuilder, HttpClientOptions, HttpOptionsError,
+};
 use crate::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService,
     AccessTokenManagementServiceBuilder, CertificateError, ClientAccessTokenCache,
     ClientAccessTokenHandler, Clock, TlsClientCertificate,
 };
+use crate::tokens::{display_endpoint, is_loopback};
 
 crate::inject_by_clone!(HttpClientFactory, AccessTokenManagementService);
 
@@ -438,12 +441,13 @@ fn check_http_clients(services: &ServiceCollection) -> Vec<BuildProblem> {
 
     let http_clients = services.extension::<HttpClientFactoryBuilder>();
     for (http_client, _) in token_clients {
-        let has_origin = http_clients
+        let options = http_clients
             .and_then(|clients| clients.registration(http_client))
-            .map(|registration| registration.options())
-            .is_some_and(|options| {
-                options.base_address.is_some() || !options.allowed_origins.is_empty()
-            });
+            .map(|registration| registration.options());
+        problems.extend(options.and_then(|options| insecure_address(http_client, options)));
+        let has_origin = options.is_some_and(|options| {
+            options.base_address.is_some() || !options.allowed_origins.is_empty()
+        });
         if !has_origin {
             problems.push(BuildProblem::custom(format!(
                 "HTTP client `{http_client}` sends access tokens but has no base address and no allowed_origins: \
@@ -502,6 +506,26 @@ fn certificate_problem(http_client: &str, token_client: &str, error: Certificate
         "HTTP client `{http_client}` cannot present the certificate of token client `{token_client}`: {}",
         crate::hosting::error_chain(&error)
     )
+}
+
+/// The https rule of an access token client: its base address and allowed origins are `https://`,
+/// or `http://` to a loopback host, unless it sets `allow_insecure_http`.
+fn insecure_address(name: &str, options: &HttpClientOptions) -> Option<BuildProblem> {
+    if options.allow_insecure_http {
+        return None;
+    }
+    let insecure = options
+        .base_address
+        .iter()
+        .chain(&options.allowed_origins)
+        .find(|url| url.scheme() == "http" && !url.host().is_some_and(|h| is_loopback(&h)))?;
+    Some(BuildProblem::Configuration {
+        context: "add_client_access_token_client".to_owned(),
+        source: Box::new(HttpOptionsError::InsecureAddress {
+            client: name.to_owned(),
+            address: display_endpoint(insecure),
+        }),
+    })
 }
 
 fn list(names: &[&str]) -> String {

@@ -12,6 +12,12 @@
 //! # }
 //! ```
 //!
+//! # Discovery: `GET /.well-known/openid-configuration`
+//!
+//! The issuer is `http://127.0.0.1:PORT` ([`DemoServer::issuer`]); its document names the token
+//! endpoint and the two authentication methods, so a client configured with the issuer as its
+//! `authority` finds the token endpoint.
+//!
 //! # Token service: `POST /connect/token`
 //!
 //! Client credentials grant (RFC 6749 4.4) for the [`DemoClient`]s of the [`DemoConfig`] (by default

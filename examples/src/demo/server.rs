@@ -20,6 +20,18 @@ use super::counters::DemoCounters;
 use super::state::DemoState;
 use super::token_endpoint::token;
 
+/// The OpenID Connect discovery document of the demo issuer at `addr` (the parts a client
+/// credentials client reads).
+fn discovery_document(addr: SocketAddr) -> serde_json::Value {
+    let issuer = format!("http://{addr}");
+    serde_json::json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/connect/token"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+    })
+}
+
 /// The embedded demo token service and protected API (see [the module docs](super)).
 ///
 /// Dropping it stops the server; [`shutdown`](Self::shutdown) also waits for it.
@@ -35,7 +47,12 @@ impl DemoServer {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(DemoState::new(config));
+        let document = discovery_document(addr);
         let router = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || std::future::ready(axum::Json(document))),
+            )
             .route("/connect/token", post(token))
             .route("/api/redirect-to", get(redirect_to))
             .route("/api", any(protected))
@@ -53,6 +70,12 @@ impl DemoServer {
     /// The listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: the issuer, whose discovery document
+    /// (`/.well-known/openid-configuration`) names the token endpoint.
+    pub fn issuer(&self) -> Url {
+        self.url("")
     }
 
     /// `http://127.0.0.1:PORT/connect/token`.

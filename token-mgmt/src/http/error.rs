@@ -19,6 +19,26 @@ pub enum InvalidUrlReason {
     Parse(#[source] url::ParseError),
 }
 
+/// An HTTP client's options break a rule checked when the container is built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpOptionsError {
+    /// An access token client's base address or allowed origin is plain `http://` to a host that
+    /// is not loopback, and the client does not set
+    /// [`allow_insecure_http`](super::HttpClientOptions::allow_insecure_http): its access tokens
+    /// would travel in clear text.
+    #[error(
+        "HTTP client `{client}` would send access tokens over plain http to a non-loopback host \
+         ({address}); use https, or set allow_insecure_http = true if you really mean it"
+    )]
+    InsecureAddress {
+        /// The HTTP client's name.
+        client: String,
+        /// The base address or allowed origin (without user info, query or fragment).
+        address: String,
+    },
+}
+
 /// `create_client` failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -46,7 +46,7 @@ mod registration;
 mod resolve;
 
 pub use client::HttpClient;
-pub use error::{CreateClientError, HttpError, InvalidUrlReason};
+pub use error::{CreateClientError, HttpError, HttpOptionsError, InvalidUrlReason};
 pub use factory::{HttpClientFactory, HttpClientFactoryBuilder};
 pub use options::{DEFAULT_TIMEOUT, HttpClientOptions};
 pub use registration::HttpClientRegistration;

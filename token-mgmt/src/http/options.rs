@@ -41,6 +41,10 @@ pub struct HttpClientOptions {
     /// access token client needs a base address or at least one of these; requests to any other
     /// origin are refused.
     pub allowed_origins: Vec<Url>,
+    /// Let an access token client send its tokens over plain `http://` to a host that is not
+    /// loopback (default off: `build()` rejects such a base address or allowed origin, as the
+    /// tokens would travel in clear text). Only for a trusted network.
+    pub allow_insecure_http: bool,
 }
 
 impl Default for HttpClientOptions {
@@ -51,6 +55,7 @@ impl Default for HttpClientOptions {
             timeout: Some(DEFAULT_TIMEOUT),
             connect_timeout: None,
             allowed_origins: Vec::new(),
+            allow_insecure_http: false,
         }
     }
 }
@@ -106,6 +111,7 @@ impl fmt::Debug for HttpClientOptions {
                     .map(|url| url.origin().ascii_serialization())
                     .collect::<Vec<_>>(),
             )
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
     }
 }

@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 use url::{Url, form_urlencoded};
 
 use super::auth::Authenticator;
+use super::clock::Clock;
+use super::discovery::{ClientTraits, Discovered, Discovery, DiscoveryOptions};
 use super::dpop::{DPOP_HEADER, DpopError, DpopProver, USE_DPOP_NONCE};
 use super::error::{MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, TokenError, cap_chars};
 use super::options::{TokenClientOptions, display_endpoint};
@@ -20,27 +22,106 @@ const MAX_EXPIRES_IN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// What the service knows about one token client, computed once at build.
 pub(crate) struct ClientEndpoint {
     pub(crate) name: Arc<str>,
+    /// The configured location: the token endpoint, or the authority of a discovered one.
     pub(crate) url: Url,
-    /// The endpoint as shown in errors and logs (no user info or query).
+    /// The location as shown in errors and logs (no user info or query).
     pub(crate) endpoint: Arc<str>,
     /// How its requests authenticate (built once; signs a new assertion per request).
     pub(crate) auth: Authenticator,
     /// Its DPoP key (`None`: no DPoP), or why the key could not be had.
     pub(crate) dpop: Option<Result<Arc<DpopProver>, Arc<DpopError>>>,
+    /// Set for a client configured with an authority: finds and caches its token endpoint.
+    discovery: Option<Arc<Discovery>>,
 }
 
 impl ClientEndpoint {
-    pub(crate) fn new(name: &str, options: TokenClientOptions) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        options: TokenClientOptions,
+        discovery: &DiscoveryOptions,
+        clock: &Arc<dyn Clock>,
+    ) -> Self {
+        let url = options.location().clone();
+        let dpop = options.dpop.as_ref().map(|key| match key.load() {
+            Ok(key) => Ok(Arc::new(DpopProver::new(key))),
+            Err(error) => Err(Arc::new(DpopError::Key(error))),
+        });
+        let discovery = options.discovered_from().map(|authority| {
+            let traits = ClientTraits {
+                method: options.authentication.method(),
+                mtls: options.authentication.tls_client_certificate().is_some(),
+                dpop_algorithm: match &dpop {
+                    Some(Ok(prover)) => Some(prover.algorithm()),
+                    _ => None,
+                },
+                allow_insecure_http: options.allow_insecure_http,
+            };
+            Arc::new(Discovery::new(
+                name.into(),
+                authority.clone(),
+                traits,
+                discovery.clone(),
+                Arc::clone(clock),
+            ))
+        });
         Self {
             name: name.into(),
-            url: options.address.clone(),
-            endpoint: display_endpoint(&options.address).into(),
+            endpoint: display_endpoint(&url).into(),
+            url,
             auth: Authenticator::new(name, &options),
-            dpop: options.dpop.as_ref().map(|key| match key.load() {
-                Ok(key) => Ok(Arc::new(DpopProver::new(key))),
-                Err(error) => Err(Arc::new(DpopError::Key(error))),
-            }),
+            dpop,
+            discovery,
         }
+    }
+
+    /// The discovered token endpoint and issuer (`None`: the client has a configured `address`).
+    async fn discover(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<Option<Arc<Discovered>>, TokenError> {
+        let Some(discovery) = &self.discovery else {
+            return Ok(None);
+        };
+        discovery
+            .discovered(http)
+            .await
+            .map(Some)
+            .map_err(|source| TokenError::Discovery {
+                client: self.name.to_string(),
+                authority: self.endpoint.to_string(),
+                source: Arc::new(source),
+            })
+    }
+
+    /// With eager discovery, fetches the discovery document now, on `runtime`; a failure is logged
+    /// (the first token request tries again).
+    pub(crate) fn prefetch(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        endpoint: &TokenEndpointClient,
+    ) {
+        let Some(discovery) = self.discovery.clone().filter(|d| d.eager()) else {
+            return;
+        };
+        let (http, timeout) = (endpoint.http.clone(), endpoint.timeout);
+        let (name, authority) = (Arc::clone(&self.name), Arc::clone(&self.endpoint));
+        drop(runtime.spawn(async move {
+            match tokio::time::timeout(timeout, discovery.discovered(&http)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(
+                    client = %name,
+                    %authority,
+                    error = &error as &dyn std::error::Error,
+                    "eager discovery failed; the first token request will try again"
+                ),
+                Err(_elapsed) => tracing::warn!(
+                    client = %name,
+                    %authority,
+                    ?timeout,
+                    "eager discovery timed out; the first token request will try again"
+                ),
+            }
+        }));
     }
 
     /// The DPoP prover, if the client uses DPoP.
@@ -194,19 +275,28 @@ impl TokenEndpointClient {
         nonce: &mut bool,
     ) -> Result<TokenResponse, TokenError> {
         let dpop = client.dpop()?;
+        let discovered = client.discover(&self.http).await?;
+        // A discovered client's assertions are for its issuer, as the issuer writes itself.
+        let (url, audience) = match &discovered {
+            Some(discovered) => (&discovered.token_endpoint, discovered.issuer.as_str()),
+            None => (&client.url, &*client.endpoint),
+        };
         let request = client
             .auth
             .http_client(&self.http)
-            .post(client.url.clone())
+            .post(url.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .header(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/x-www-form-urlencoded"),
             );
-        let mut request = client.auth.apply(request, form_body(shape)).await?;
+        let mut request = client
+            .auth
+            .apply(request, form_body(shape), audience)
+            .await?;
         if let Some(prover) = dpop {
             let proof = prover
-                .proof("POST", &client.url, None)
+                .proof("POST", url, None)
                 .map_err(|e| client.dpop_error(Arc::new(e)))?;
             request = request.header(DPOP_HEADER, proof);
         }
@@ -214,7 +304,7 @@ impl TokenEndpointClient {
             .send()
             .await
             .map_err(|e| transport(client, "sending the request failed", e))?;
-        *nonce = dpop.is_some_and(|prover| prover.remember_nonce(&client.url, response.headers()));
+        *nonce = dpop.is_some_and(|prover| prover.remember_nonce(url, response.headers()));
         let status = response.status();
         let retry_after = response
             .headers()

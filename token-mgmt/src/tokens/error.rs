@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::auth::{CertificateError, HmacAlgorithm, KeyError};
+use super::discovery::DiscoveryError;
 use super::dpop::DpopError;
 use crate::BoxError;
 
@@ -210,6 +211,19 @@ pub enum TokenError {
         endpoint: String,
     },
 
+    /// The token endpoint of a client configured with an
+    /// [`authority`](super::TokenClientOptions::authority) could not be discovered.
+    #[error("could not discover the token endpoint of client `{client}` from issuer {authority}")]
+    Discovery {
+        /// The token client name.
+        client: String,
+        /// The configured authority (without user info).
+        authority: String,
+        /// Why.
+        #[source]
+        source: Arc<DiscoveryError>,
+    },
+
     /// The shared token request ended without a result (its task panicked or the runtime is
     /// shutting down).
     #[error("the token request of client `{client}` to {endpoint} was aborted before it completed")]
@@ -239,11 +253,13 @@ impl TokenError {
             | TokenError::ClientAuthentication { client, .. }
             | TokenError::DpopProof { client, .. }
             | TokenError::DpopNonceRejected { client, .. }
+            | TokenError::Discovery { client, .. }
             | TokenError::Aborted { client, .. } => client,
         }
     }
 
-    /// The token endpoint this error concerns, when it concerns a request.
+    /// The token endpoint this error concerns, when it concerns a request (for
+    /// [`TokenError::Discovery`], the authority).
     pub fn endpoint(&self) -> Option<&str> {
         match self {
             TokenError::Endpoint { endpoint, .. }
@@ -257,6 +273,7 @@ impl TokenError {
             | TokenError::ClientAuthentication { endpoint, .. }
             | TokenError::DpopNonceRejected { endpoint, .. }
             | TokenError::Aborted { endpoint, .. } => Some(endpoint),
+            TokenError::Discovery { authority, .. } => Some(authority),
             TokenError::UnknownClient { .. }
             | TokenError::DpopProof { .. }
             | TokenError::ReservedParameter { .. }
@@ -291,6 +308,7 @@ impl TokenError {
     pub fn is_transient(&self) -> bool {
         match self {
             TokenError::Transport { .. } | TokenError::Timeout { .. } => true,
+            TokenError::Discovery { source, .. } => source.is_transient(),
             TokenError::Endpoint { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
@@ -398,9 +416,18 @@ pub enum OptionsError {
         client: String,
     },
 
-    /// `address` was not set.
-    #[error("token client `{client}` has no token endpoint address")]
+    /// Neither `address` nor `authority` was set.
+    #[error("token client `{client}` has neither a token endpoint address nor an authority")]
     MissingAddress {
+        /// The token client name.
+        client: String,
+    },
+
+    /// Both `address` and `authority` were set: which one to use would be a guess.
+    #[error(
+        "token client `{client}` sets both a token endpoint address and an authority: set only one"
+    )]
+    AddressAndAuthority {
         /// The token client name.
         client: String,
     },

@@ -31,6 +31,7 @@
 mod auth;
 mod cache;
 mod clock;
+mod discovery;
 mod dpop;
 mod endpoint;
 mod error;
@@ -61,6 +62,9 @@ pub use cache::{
     PrecomputedHashBuilder, PrecomputedHasher, RequestLock, client_fingerprint,
 };
 pub use clock::{Clock, ManualClock, Sleep, Stamp, SystemClock};
+pub use discovery::{
+    DEFAULT_DISCOVERY_CACHE_LIFETIME, DiscoveryError, DiscoveryOptions, metadata_urls,
+};
 pub use dpop::{DPOP_HEADER, DPOP_NONCE_HEADER, DpopError, DpopKey, USE_DPOP_NONCE};
 pub use error::{
     LastFailure, MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError,
@@ -74,6 +78,9 @@ pub use options::{
     RESERVED_PARAMETERS, TokenClientOptions, TokenClients, TokenRequestParameters,
     UnauthorizedRenewal, is_reserved,
 };
+// The https rule of access token clients (`registration`, with the `hosting` feature).
+#[cfg(feature = "hosting")]
+pub(crate) use options::{display_endpoint, is_loopback};
 pub use retry::RetryPolicy;
 pub use service::{AccessTokenManagementService, AccessTokenManagementServiceBuilder};
 pub use token::{ClientAccessToken, InvalidToken, StoredClientAccessToken};

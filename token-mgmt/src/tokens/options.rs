@@ -28,6 +28,7 @@ use url::{Host, Url};
 
 use super::auth::ClientAuthentication;
 use super::cache::DEFAULT_MAX_CACHED_TOKENS;
+use super::discovery::DiscoveryOptions;
 use super::dpop::DpopKey;
 use super::error::OptionsError;
 use super::retry::RetryPolicy;
@@ -104,6 +105,9 @@ pub struct AccessTokenManagementOptions {
     /// When an API's 401 makes the HTTP handler renew the token and resend (default:
     /// [`UnauthorizedRenewal::InvalidToken`]).
     pub renew_on_unauthorized: UnauthorizedRenewal,
+    /// How the discovery documents of clients configured with an
+    /// [`authority`](TokenClientOptions::authority) are fetched and cached.
+    pub discovery: DiscoveryOptions,
 }
 
 /// Which `401 Unauthorized` responses make the [`ClientAccessTokenHandler`](super::ClientAccessTokenHandler)
@@ -137,6 +141,7 @@ impl Default for AccessTokenManagementOptions {
             max_cached_tokens: DEFAULT_MAX_CACHED_TOKENS,
             min_forced_renewal_interval: DEFAULT_MIN_FORCED_RENEWAL_INTERVAL,
             renew_on_unauthorized: UnauthorizedRenewal::default(),
+            discovery: DiscoveryOptions::default(),
         }
     }
 }
@@ -249,9 +254,18 @@ impl TokenClients {
 #[doc(alias("ClientCredentialsClient", "ClientCredentialsTokenRequest"))]
 pub struct TokenClientOptions {
     /// The token endpoint. Must be `https://`, or `http://` to a loopback host, or any `http://` with
-    /// [`TokenClientOptions::allow_insecure_http`].
+    /// [`TokenClientOptions::allow_insecure_http`]. Set this or [`authority`](Self::authority), not
+    /// both.
     #[doc(alias("TokenEndpoint", "Address"))]
     pub address: Url,
+    /// The issuer (`https://idp.example.com`, `https://login.example.com/tenant/v2.0`), instead of
+    /// `address`: the token endpoint is read from the issuer's discovery document
+    /// (`/.well-known/openid-configuration`, else RFC 8414's
+    /// `/.well-known/oauth-authorization-server`), whose `issuer` must be this URL. The same https
+    /// rule as `address` applies to it and to the discovered endpoint. It is also the default
+    /// audience of `client_secret_jwt` and `private_key_jwt` assertions.
+    #[doc(alias("Authority", "Issuer"))]
+    pub authority: Option<Url>,
     /// The client id.
     pub client_id: String,
     /// The client secret (never printed). Used by `client_secret_basic` (the default),
@@ -277,6 +291,7 @@ impl Default for TokenClientOptions {
     fn default() -> Self {
         Self {
             address: Url::parse(UNSET_ADDRESS).expect("static URL parses"),
+            authority: None,
             client_id: String::new(),
             client_secret: ClientSecret::default(),
             authentication: ClientAuthentication::default(),
@@ -302,6 +317,7 @@ impl fmt::Debug for TokenClientOptions {
             .collect();
         f.debug_struct("TokenClientOptions")
             .field("address", &address.as_str())
+            .field("authority", &self.authority.as_ref().map(display_endpoint))
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
             .field("authentication", &self.authentication)
@@ -343,13 +359,41 @@ impl TokenClientOptions {
         problems
     }
 
+    /// Whether `address` was set (it holds a placeholder otherwise).
+    pub(crate) fn has_address(&self) -> bool {
+        self.address.as_str() != UNSET_ADDRESS
+    }
+
+    /// The authority of a client whose token endpoint is discovered.
+    pub(crate) fn discovered_from(&self) -> Option<&Url> {
+        self.authority.as_ref().filter(|_| !self.has_address())
+    }
+
+    /// Where the client's tokens come from, as configured: the token endpoint, or the authority of
+    /// a discovered one. Identifies the client in cache keys, errors and logs.
+    pub(crate) fn location(&self) -> &Url {
+        self.discovered_from().unwrap_or(&self.address)
+    }
+
     fn address_problem(&self, name: &str) -> Option<OptionsError> {
-        let address = &self.address;
-        if address.as_str() == UNSET_ADDRESS {
-            return Some(OptionsError::MissingAddress {
-                client: name.to_owned(),
-            });
-        }
+        let client = || name.to_owned();
+        let address = match (&self.authority, self.has_address()) {
+            (None, false) => return Some(OptionsError::MissingAddress { client: client() }),
+            (Some(_), true) => {
+                return Some(OptionsError::AddressAndAuthority { client: client() });
+            }
+            (Some(authority), false) => {
+                if authority.query().is_some() {
+                    return Some(OptionsError::InvalidAddress {
+                        client: client(),
+                        address: display_endpoint(authority),
+                        reason: "an authority (issuer) cannot have a query",
+                    });
+                }
+                authority
+            }
+            (None, true) => &self.address,
+        };
         let invalid = |reason| OptionsError::InvalidAddress {
             client: name.to_owned(),
             address: display_endpoint(address),
@@ -383,7 +427,8 @@ pub fn is_reserved(name: &str) -> bool {
         .any(|r| r.eq_ignore_ascii_case(name))
 }
 
-fn is_loopback(host: &Host<&str>) -> bool {
+/// Whether `host` is this machine: `localhost` (and `*.localhost`), `127.0.0.0/8`, `::1`.
+pub(crate) fn is_loopback(host: &Host<&str>) -> bool {
     match host {
         Host::Domain(d) => {
             d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")

@@ -18,6 +18,7 @@ use super::cache::{
     client_fingerprint,
 };
 use super::clock::{Clock, Stamp, SystemClock};
+use super::discovery::DiscoveryOptions;
 use super::endpoint::{ClientEndpoint, RequestShape, TokenEndpointClient, TokenResponse};
 use super::error::{LastFailure, OptionsError, TokenError};
 use super::metrics::{self, names};
@@ -105,6 +106,7 @@ pub(crate) struct Inner {
     runtime: Handle,
     pub(crate) policy: Policy,
     key_prefix: String,
+    discovery: DiscoveryOptions,
     keys: DashMap<CacheKey, KeyState, PrecomputedHashBuilder>,
     sweep_threshold: AtomicUsize,
     /// Serialises run-time client changes.
@@ -178,15 +180,27 @@ enum ClientChange {
     Remove,
 }
 
+/// What every client's state is built with.
+struct ClientContext<'a> {
+    key_prefix: &'a str,
+    discovery: &'a DiscoveryOptions,
+    clock: &'a Arc<dyn Clock>,
+    runtime: &'a Handle,
+    endpoint: &'a TokenEndpointClient,
+}
+
 impl ClientState {
-    fn new(name: &str, options: TokenClientOptions, key_prefix: &str) -> Self {
-        let identity = client_fingerprint(options.address.as_str(), &options.client_id);
+    fn new(name: &str, options: TokenClientOptions, context: &ClientContext<'_>) -> Self {
+        // A discovered client is identified by its authority: the endpoint is not known yet.
+        let identity = client_fingerprint(options.location().as_str(), &options.client_id);
         let default_shape = RequestShape {
             scope: options.scope.clone(),
             resources: options.resources.clone(),
             parameters: options.parameters.clone(),
         };
-        let endpoint = ClientEndpoint::new(name, options);
+        let endpoint = ClientEndpoint::new(name, options, context.discovery, context.clock);
+        endpoint.prefetch(context.runtime, context.endpoint);
+        let key_prefix = context.key_prefix;
         // A DPoP client's tokens are bound to its key: the key's thumbprint is part of every key.
         let fingerprint = endpoint.with_dpop_thumbprint(identity);
         let default_key = key_for(key_prefix, name, &fingerprint, &default_shape);
@@ -327,17 +341,26 @@ impl AccessTokenManagementServiceBuilder {
                 source: Arc::new(e),
             })?,
         };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let endpoint = TokenEndpointClient::new(
+            http,
+            options.request_timeout,
+            options.max_response_body_size,
+        );
+        let context = ClientContext {
+            key_prefix: &options.cache_key_prefix,
+            discovery: &options.discovery,
+            clock: &clock,
+            runtime: &runtime,
+            endpoint: &endpoint,
+        };
         let clients: Vec<Arc<ClientState>> = options
             .client
             .clients
             .entries()
             .iter()
             .map(|(name, client_options)| {
-                Arc::new(ClientState::new(
-                    name,
-                    client_options.clone(),
-                    &options.cache_key_prefix,
-                ))
+                Arc::new(ClientState::new(name, client_options.clone(), &context))
             })
             .collect();
         let cache = self.cache.unwrap_or_else(|| {
@@ -349,12 +372,8 @@ impl AccessTokenManagementServiceBuilder {
             inner: Arc::new(Inner {
                 clients: ArcSwap::from_pointee(ClientTable::new(clients)),
                 cache,
-                endpoint: TokenEndpointClient::new(
-                    http,
-                    options.request_timeout,
-                    options.max_response_body_size,
-                ),
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                endpoint,
+                clock,
                 runtime,
                 policy: Policy {
                     buffer: options.cache_lifetime_buffer,
@@ -368,6 +387,7 @@ impl AccessTokenManagementServiceBuilder {
                     renew_on_unauthorized: options.renew_on_unauthorized,
                 },
                 key_prefix: options.cache_key_prefix,
+                discovery: options.discovery,
                 keys: DashMap::default(),
                 sweep_threshold: AtomicUsize::new(MIN_SWEEP_THRESHOLD),
                 client_changes: std::sync::Mutex::new(()),
@@ -700,8 +720,15 @@ impl Inner {
             }
             _ => {}
         }
+        let context = ClientContext {
+            key_prefix: &self.key_prefix,
+            discovery: &self.discovery,
+            clock: &self.clock,
+            runtime: &self.runtime,
+            endpoint: &self.endpoint,
+        };
         let replacement =
-            options.map(|options| Arc::new(ClientState::new(name, options, &self.key_prefix)));
+            options.map(|options| Arc::new(ClientState::new(name, options, &context)));
         let mut clients: Vec<Arc<ClientState>> = table
             .clients
             .iter()

@@ -104,7 +104,8 @@ impl<'a> AssertionContext<'a> {
         self.client_id
     }
 
-    /// The assertion's `aud`: the token endpoint URL unless configured otherwise.
+    /// The assertion's `aud`: the token endpoint URL (the issuer, for a client configured with an
+    /// `authority`) unless configured otherwise.
     pub fn audience(&self) -> &str {
         self.audience
     }
@@ -274,7 +275,8 @@ impl ClientSecretJwt {
         }
     }
 
-    /// The `aud` of the assertions (default: the token endpoint URL); e.g. the issuer.
+    /// The `aud` of the assertions (default: the token endpoint URL, or the issuer for a client
+    /// configured with an `authority`).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.policy.audience = Some(audience.into());
         self
@@ -330,7 +332,8 @@ impl PrivateKeyJwt {
         }
     }
 
-    /// The `aud` of the assertions (default: the token endpoint URL); e.g. the issuer.
+    /// The `aud` of the assertions (default: the token endpoint URL, or the issuer for a client
+    /// configured with an `authority`).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.policy.audience = Some(audience.into());
         self
@@ -419,23 +422,20 @@ impl ClientAssertionProvider for HmacSigner {
 /// A JWT assertion method, ready to sign: what the authenticator keeps per client.
 pub(crate) struct AssertionSigner {
     pub(crate) provider: Arc<dyn ClientAssertionProvider>,
-    pub(crate) audience: String,
+    /// The configured audience (`None`: the token endpoint, or a discovered issuer).
+    pub(crate) audience: Option<String>,
     pub(crate) lifetime: Duration,
 }
 
 impl ClientSecretJwt {
-    pub(crate) fn signer(&self, secret: &ClientSecret, token_endpoint: &str) -> AssertionSigner {
+    pub(crate) fn signer(&self, secret: &ClientSecret) -> AssertionSigner {
         let key = hmac::Key::new(self.algorithm.aws(), secret.expose_secret().as_bytes());
         AssertionSigner {
             provider: Arc::new(HmacSigner {
                 algorithm: self.algorithm,
                 key,
             }),
-            audience: self
-                .policy
-                .audience
-                .clone()
-                .unwrap_or_else(|| token_endpoint.to_owned()),
+            audience: self.policy.audience.clone(),
             lifetime: self.policy.lifetime,
         }
     }
@@ -450,18 +450,14 @@ impl PrivateKeyJwt {
         }
     }
 
-    pub(crate) fn signer(&self, token_endpoint: &str) -> Result<AssertionSigner, KeyError> {
+    pub(crate) fn signer(&self) -> Result<AssertionSigner, KeyError> {
         let provider: Arc<dyn ClientAssertionProvider> = match &self.signer {
             Signer::Key(key) => Arc::new(PrivateKeySigner::new(key)?),
             Signer::Provider(provider) => Arc::clone(provider),
         };
         Ok(AssertionSigner {
             provider,
-            audience: self
-                .policy
-                .audience
-                .clone()
-                .unwrap_or_else(|| token_endpoint.to_owned()),
+            audience: self.policy.audience.clone(),
             lifetime: self.policy.lifetime,
         })
     }

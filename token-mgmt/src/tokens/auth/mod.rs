@@ -176,7 +176,7 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     pub(crate) fn new(name: &str, options: &TokenClientOptions) -> Self {
-        let endpoint = display_endpoint(&options.address);
+        let endpoint = display_endpoint(options.location());
         let mut http = None;
         let credentials = match &options.authentication {
             ClientAuthentication::ClientSecretBasic => Credentials::Basic(basic_authorization(
@@ -188,9 +188,9 @@ impl Authenticator {
             }
             ClientAuthentication::None => Credentials::ClientId,
             ClientAuthentication::ClientSecretJwt(jwt) => {
-                Credentials::Assertion(jwt.signer(&options.client_secret, &endpoint))
+                Credentials::Assertion(jwt.signer(&options.client_secret))
             }
-            ClientAuthentication::PrivateKeyJwt(jwt) => match jwt.signer(&endpoint) {
+            ClientAuthentication::PrivateKeyJwt(jwt) => match jwt.signer() {
                 Ok(signer) => Credentials::Assertion(signer),
                 Err(source) => Credentials::Unavailable(Arc::new(OptionsError::ClientKey {
                     client: name.to_owned(),
@@ -228,11 +228,13 @@ impl Authenticator {
     }
 
     /// Completes one token request: adds the credentials (a header, or form fields after the
-    /// grant's fields in `form`) and sets the body. Signs a new assertion on every call.
+    /// grant's fields in `form`) and sets the body. Signs a new assertion on every call, for the
+    /// configured audience or else `default_audience` (the token endpoint, or a discovered issuer).
     pub(crate) async fn apply(
         &self,
         request: reqwest::RequestBuilder,
         form: String,
+        default_audience: &str,
     ) -> Result<reqwest::RequestBuilder, TokenError> {
         // The assertion is awaited before the serializer exists: it is not `Send`.
         let assertion = match &self.credentials {
@@ -240,7 +242,7 @@ impl Authenticator {
                 let context = AssertionContext::new(
                     &self.client,
                     &self.client_id,
-                    &signer.audience,
+                    signer.audience.as_deref().unwrap_or(default_audience),
                     signer.lifetime,
                 );
                 let assertion = signer

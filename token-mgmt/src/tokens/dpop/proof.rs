@@ -70,6 +70,11 @@ impl DpopProver {
         }
     }
 
+    /// The proofs' `alg` (`ES256`, ...).
+    pub(crate) fn algorithm(&self) -> &'static str {
+        self.key.algorithm.as_str()
+    }
+
     /// The key's JWK SHA-256 thumbprint (RFC 7638), base64url: what a server binds tokens to
     /// (`cnf.jkt`).
     pub(crate) fn thumbprint(&self) -> &str {
