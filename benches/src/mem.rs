@@ -1,14 +1,17 @@
-//! A counting global allocator, for the memory figures of the `scale` scenario.
+//! A counting global allocator, for the memory figures of the `scale` scenario and the allocations
+//! per request of `per-request`.
 //!
 //! Only a binary can install it (`#[global_allocator]`); the `load` binary does. Counting is off
 //! until [`CountingAllocator::enable`] so that scenarios which do not need it pay one relaxed load
 //! per allocation and nothing else.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
 
 /// The system allocator, counting live bytes while enabled.
 #[derive(Debug, Default)]
@@ -35,12 +38,30 @@ impl CountingAllocator {
     pub fn live_bytes() -> i64 {
         LIVE.load(Ordering::SeqCst) as i64
     }
+
+    /// Allocations (and reallocations) made since counting started.
+    pub fn allocations() -> u64 {
+        ALLOCATIONS.load(Ordering::SeqCst)
+    }
+
+    /// Bytes requested by those allocations (a reallocation counts its new size).
+    pub fn allocated_bytes() -> u64 {
+        ALLOCATED.load(Ordering::SeqCst)
+    }
 }
 
 #[inline]
 fn count(delta: isize) {
     if ENABLED.load(Ordering::Relaxed) {
         LIVE.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+#[inline]
+fn count_allocation(size: usize) {
+    if ENABLED.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED.fetch_add(size as u64, Ordering::Relaxed);
     }
 }
 
@@ -52,6 +73,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
             count(layout.size() as isize);
+            count_allocation(layout.size());
         }
         ptr
     }
@@ -61,6 +83,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
             count(layout.size() as isize);
+            count_allocation(layout.size());
         }
         ptr
     }
@@ -76,6 +99,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             count(new_size as isize - layout.size() as isize);
+            count_allocation(new_size);
         }
         new
     }

@@ -4,7 +4,7 @@
 //! cargo run --release -p token-mgmt-benches --bin load -- <scenario> [--option value ...]
 //! ```
 //!
-//! Scenarios: `cache-hit`, `throughput`, `stampede`, `scale`, `rollover`, `client-auth`, `all` (each
+//! Scenarios: `cache-hit`, `throughput`, `per-request`, `stampede`, `scale`, `rollover`, `client-auth`, `all` (each
 //! of them in a child process, so the counting allocator and the servers of one do not disturb
 //! another).
 //! Every figure is a median over `--rounds` rounds, and every ratio is taken against a baseline
@@ -37,9 +37,10 @@ use token_mgmt_benches::{BoxError, stampede::StampedeReport};
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "cache-hit",
     "throughput",
+    "per-request",
     "stampede",
     "scale",
     "rollover",
@@ -75,6 +76,10 @@ struct Options {
     pause: Duration,
     /// rollover: concurrent callers for the token-request count.
     rollover_callers: usize,
+    /// per-request: sequential requests per subject.
+    requests: u64,
+    /// per-request: only the subjects whose name contains this.
+    subject: Option<String>,
 }
 
 impl Default for Options {
@@ -97,14 +102,17 @@ impl Default for Options {
             endpoint_delay: Duration::from_millis(20),
             pause: Duration::from_micros(100),
             rollover_callers: 64,
+            requests: 2_000,
+            subject: None,
         }
     }
 }
 
-const USAGE: &str = "usage: load <cache-hit|throughput|stampede|scale|rollover|client-auth|all> \
+const USAGE: &str = "usage: load <cache-hit|throughput|per-request|stampede|scale|rollover|client-auth|all> \
 [--rounds N] [--iters N] [--duration-ms N] [--concurrency 1,16,64] [--server-threads N] \
 [--client-threads N] [--callers N] [--delay-ms N] [--clients N] [--scopes N] [--token-len N] \
-[--run-ms N] [--expires-in SECONDS] [--endpoint-delay-ms N] [--pause-us N] [--rollover-callers N]";
+[--run-ms N] [--expires-in SECONDS] [--endpoint-delay-ms N] [--pause-us N] [--rollover-callers N] \
+[--requests N] [--subject NAME-PART]";
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut options = Options::default();
@@ -142,6 +150,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--endpoint-delay-ms" => options.endpoint_delay = Duration::from_millis(number()?),
             "--pause-us" => options.pause = Duration::from_micros(number()?),
             "--rollover-callers" => options.rollover_callers = number()?.max(1) as usize,
+            "--requests" => options.requests = number()?.max(1),
+            "--subject" => options.subject = Some(value.clone()),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -154,7 +164,7 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::FAILURE;
     };
-    if scenario == "scale" {
+    if scenario == "scale" || scenario == "per-request" {
         // First thing: the scale figures are live-byte deltas.
         CountingAllocator::enable();
     }
@@ -169,6 +179,7 @@ fn main() -> ExitCode {
         "all" => all(&args[1..]),
         "cache-hit" => cache_hit(&options),
         "throughput" => throughput(&options),
+        "per-request" => per_request(&options),
         "stampede" => stampede(&options),
         "scale" => scale(&options),
         "rollover" => rollover(&options),
@@ -358,6 +369,53 @@ struct Subject {
     is_peer: bool,
 }
 
+/// The subjects of the per-request scenarios: the fixed-header baselines, the peers and ours.
+async fn request_subjects(servers: &Servers) -> Result<Vec<Subject>, BoxError> {
+    let url = servers.api.data_url();
+    let token_url = servers.token.url();
+    #[cfg_attr(
+        not(feature = "ours"),
+        allow(unused_mut, reason = "ours pushes its subjects")
+    )]
+    let mut subjects = vec![
+        Subject {
+            name: "reqwest 0.13, fixed header (baseline)".into(),
+            request: reqwest_fixed_header(&url),
+            client_id: None,
+            is_peer: false,
+        },
+        Subject {
+            name: "reqwest 0.12, fixed header".into(),
+            request: reqwest012_fixed_header(&url),
+            client_id: None,
+            is_peer: false,
+        },
+        Subject {
+            name: "middle 0.5 (BasicClientCredentialAuthorizer)".into(),
+            request: middle_client(&token_url, "middle", &url).await?,
+            client_id: Some("middle"),
+            is_peer: true,
+        },
+        Subject {
+            name: "oauth2 5 + tokio RwLock cache".into(),
+            request: OAuth2RwLockPeer::new(&token_url, "oauth2")?.request_fn(&url),
+            client_id: Some("oauth2"),
+            is_peer: true,
+        },
+    ];
+    #[cfg(feature = "ours")]
+    for (name, request) in token_mgmt_benches::ours::request_subjects(servers, "ours").await? {
+        subjects.push(Subject {
+            name,
+            request,
+            client_id: Some("ours"),
+            is_peer: false,
+        });
+    }
+
+    Ok(subjects)
+}
+
 fn throughput(options: &Options) -> Result<(), BoxError> {
     header(
         "Per-request throughput: authorized GETs against the loopback API",
@@ -365,41 +423,9 @@ fn throughput(options: &Options) -> Result<(), BoxError> {
     );
     let servers = Servers::start(options.server_threads, TokenEndpointConfig::default())?;
     let runtime = client_runtime(options)?;
-    let url = servers.api.data_url();
-    let token_url = servers.token.url();
 
     runtime.block_on(async {
-        #[cfg_attr(not(feature = "ours"), allow(unused_mut, reason = "ours pushes its subjects"))]
-        let mut subjects = vec![
-            Subject {
-                name: "reqwest 0.13, fixed header (baseline)".into(),
-                request: reqwest_fixed_header(&url),
-                client_id: None,
-                is_peer: false,
-            },
-            Subject {
-                name: "reqwest 0.12, fixed header".into(),
-                request: reqwest012_fixed_header(&url),
-                client_id: None,
-                is_peer: false,
-            },
-            Subject {
-                name: "middle 0.5 (BasicClientCredentialAuthorizer)".into(),
-                request: middle_client(&token_url, "middle", &url).await?,
-                client_id: Some("middle"),
-                is_peer: true,
-            },
-            Subject {
-                name: "oauth2 5 + tokio RwLock cache".into(),
-                request: OAuth2RwLockPeer::new(&token_url, "oauth2")?.request_fn(&url),
-                client_id: Some("oauth2"),
-                is_peer: true,
-            },
-        ];
-        #[cfg(feature = "ours")]
-        for (name, request) in token_mgmt_benches::ours::request_subjects(&servers, "ours").await? {
-            subjects.push(Subject { name, request, client_id: Some("ours"), is_peer: false });
-        }
+        let subjects = request_subjects(&servers).await?;
 
         // Cold start: 64 concurrent first calls per subject (also warms connection pools).
         let mut cold_tokens = Vec::new();
@@ -500,6 +526,66 @@ fn check(name: &str, report: &LoadReport) -> Result<(), BoxError> {
         .into());
     }
     Ok(())
+}
+
+/// What one request costs each subject, free of the machine's load: heap allocations per request
+/// (counted by the global allocator; the whole process, so the API server's own allocations are in
+/// every row alike), and the wall time per request for reference. Requests are sequential, on a
+/// current-thread client runtime. With `--subject`, only the matching subjects run, for
+/// `benches/instructions.sh`, which counts instructions per request under callgrind.
+fn per_request(options: &Options) -> Result<(), BoxError> {
+    header(
+        "Per-request cost: allocations per authorized GET, sequential",
+        options,
+    );
+    let servers = Servers::start(options.server_threads, TokenEndpointConfig::default())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let subjects = request_subjects(&servers).await?;
+        let mut table = Table::new([
+            "subject",
+            "allocations per request",
+            "vs baseline",
+            "bytes allocated per request",
+            "time per request (noisy)",
+        ]);
+        let mut baseline = None;
+        for subject in &subjects {
+            if options.subject.as_deref().is_some_and(|part| !subject.name.contains(part)) {
+                continue;
+            }
+            // Warm: the token, the connection, the allocator's pools.
+            for _ in 0..64 {
+                (subject.request)().await?;
+            }
+            let (allocations, bytes) = (CountingAllocator::allocations(), CountingAllocator::allocated_bytes());
+            let started = Instant::now();
+            for _ in 0..options.requests {
+                (subject.request)().await?;
+            }
+            let elapsed = started.elapsed();
+            let per = |count: u64| count as f64 / options.requests as f64;
+            let allocations = per(CountingAllocator::allocations() - allocations);
+            let bytes = per(CountingAllocator::allocated_bytes() - bytes);
+            let baseline = *baseline.get_or_insert(allocations);
+            table.row([
+                subject.name.clone(),
+                format!("{allocations:.1}"),
+                format!("{:+.1}", allocations - baseline),
+                format!("{bytes:.0}"),
+                fmt_duration(elapsed / options.requests as u32),
+            ]);
+        }
+        println!("{}", table.to_markdown());
+        println!(
+            "{} sequential requests per subject after 64 warm-up requests; the allocations of the whole \
+             process (client and API server) per request.\n",
+            options.requests
+        );
+        Ok(())
+    })
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -46,10 +46,17 @@ fn append_plain_path(base: &Url, path: &str) -> Option<Url> {
         return None;
     }
     let directory = &base.path()[..=base.path().rfind('/')?];
+    let mut joined = String::with_capacity(directory.len() + path.len());
+    joined.push_str(directory);
+    joined.push_str(path);
     let mut url = base.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.set_path(&format!("{directory}{path}"));
+    if url.query().is_some() {
+        url.set_query(None);
+    }
+    if url.fragment().is_some() {
+        url.set_fragment(None);
+    }
+    url.set_path(&joined);
     Some(url)
 }
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Instructions per authorized request, per subject of the `per-request` scenario, counted by
+# callgrind: immune to the machine's load, unlike requests/s. Each subject runs twice, with N and
+# N + DELTA sequential requests after the same warm-up; the difference divided by DELTA is the cost
+# of one request (the client's and the in-process API server's work: the server's share is the same
+# in every row). Usage: benches/scripts/instructions.sh [N] [DELTA] (defaults 300 1000).
+# Needs valgrind (Debian: valgrind).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+base=${1:-300}
+delta=${2:-1000}
+cargo build --release -p token-mgmt-benches --bin load --locked >&2
+load=${CARGO_TARGET_DIR:-target}/release/load
+subjects=(
+  "reqwest 0.13, fixed header (baseline)"
+  "reqwest 0.12, fixed header"
+  "middle 0.5"
+  "oauth2 5 + tokio RwLock cache"
+  "token-mgmt (create_client per request)"
+  "token-mgmt (client reused)"
+  "token-mgmt HttpClient, fixed header, no token handler"
+)
+count() {
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$load" per-request \
+    --requests "$2" --subject "$1" 2>&1 >/dev/null | sed -n 's/.*Collected : //p'
+}
+echo "| subject | instructions per request | vs baseline |"
+echo "| --- | --- | --- |"
+baseline=
+for subject in "${subjects[@]}"; do
+  low=$(count "$subject" "$base")
+  high=$(count "$subject" $((base + delta)))
+  per=$(( (high - low) / delta ))
+  baseline=${baseline:-$per}
+  ratio=$(python3 -c "print(f'{$per / $baseline:.3f}×')")
+  echo "| $subject | $per | $ratio |"
+done
+echo
+echo "callgrind, $base and $((base + delta)) sequential requests per subject (differenced), $(date -u +%F)."
