@@ -23,6 +23,11 @@
 //!
 //! DPoP (RFC 9449): `DPOP=1` binds the tokens to a key generated at start-up (ES256), or to the key
 //! in `DPOP_KEY_FILE` (PEM or JWK); the server decides (`token_type: DPoP`, or Bearer as before).
+//!
+//! A fleet: with `REDIS_URL` set, tokens are shared through Redis, encrypted with `TOKEN_CACHE_KEY`
+//! (32 bytes in base64; without it the worker refuses to start, unless `TOKEN_CACHE_PLAINTEXT=1`),
+//! so copies started with the same variables make one token request between them (see
+//! [`token_mgmt_examples::shared_cache`] for the other variables).
 
 use std::env;
 use std::sync::Arc;
@@ -200,9 +205,10 @@ fn parse_url(name: &str, value: &str) -> Result<Url, BoxError> {
 async fn main() -> Result<(), BoxError> {
     let builder = Host::create_default_builder();
     let (settings, _demo) = Settings::from_env_or_demo().await?;
+    let shared_cache = token_mgmt_examples::shared_cache::from_env().await?;
     builder
         .configure_services(move |_ctx, services| {
-            services.add_access_token_management(|options| {
+            let token_management = services.add_access_token_management(|options| {
                 options.client.clients.add(
                     "identityserver",
                     TokenClientOptions {
@@ -218,6 +224,9 @@ async fn main() -> Result<(), BoxError> {
                 );
                 Ok(())
             });
+            if let Some(cache) = shared_cache {
+                token_management.cache(Arc::new(cache));
+            }
             services.add_client_access_token_client("client", None, |client| {
                 client.base_address = Some(settings.api_base_address);
                 Ok(())
