@@ -7,6 +7,8 @@
 //! - `redis_cache/l1_miss/*`: the Redis cache's `get` after its in-process copy was dropped (one
 //!   Redis `GET`, AES-256-GCM decryption, the in-process insert; the drop itself is in the
 //!   iteration) vs a raw `GET` of the same value on the same kind of connection;
+//! - printed once before each group, its two subjects in alternating batches (medians and ratio),
+//!   steadier on a busy machine than two criterion measurements one after the other;
 //! - before those, printed once: token requests (and the time until every instance has its token)
 //!   for N cold instances, each with its own Redis connection and service, all asking at once, with
 //!   the Redis cache and with the in-process cache only.
@@ -21,9 +23,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use redis::AsyncCommands as _;
-use token_mgmt::tokens::{
-    ClientAccessTokenCache, RedisTokenCache, TokenRequestParameters,
-};
+use token_mgmt::tokens::{ClientAccessTokenCache, RedisTokenCache, TokenRequestParameters};
 use token_mgmt_benches::cache::client_names;
 use token_mgmt_benches::ours::{cache_hit, token_service, token_service_with_cache, warm};
 use token_mgmt_benches::servers::{Servers, TokenEndpointConfig};
@@ -61,13 +61,15 @@ fn cold_instances(redis: &RedisServer) {
             let elapsed = runtime.block_on(async {
                 let mut services = Vec::with_capacity(n);
                 for _ in 0..n {
-                    services.push(if shared {
-                        let cache = redis_cache(redis, &format!("cold-{n}:")).await;
-                        token_service_with_cache(&servers.token.url(), &names, Arc::new(cache))
-                    } else {
-                        token_service(&servers.token.url(), &names)
-                    }
-                    .expect("token service"));
+                    services.push(
+                        if shared {
+                            let cache = redis_cache(redis, &format!("cold-{n}:")).await;
+                            token_service_with_cache(&servers.token.url(), &names, Arc::new(cache))
+                        } else {
+                            token_service(&servers.token.url(), &names)
+                        }
+                        .expect("token service"),
+                    );
                 }
                 let started = Instant::now();
                 let fetches = services
@@ -80,7 +82,11 @@ fn cold_instances(redis: &RedisServer) {
             });
             println!(
                 "  {n:>2} instances, {:<16} {:>2} token request(s), all served in {:.1} ms",
-                if shared { "Redis cache:" } else { "in-process only:" },
+                if shared {
+                    "Redis cache:"
+                } else {
+                    "in-process only:"
+                },
                 servers.token.requests() - before,
                 elapsed.as_secs_f64() * 1e3
             );
@@ -103,6 +109,20 @@ fn bench(c: &mut Criterion, redis: &RedisServer) {
         warm(&shared, &names).await.expect("warm");
     });
 
+    interleaved(
+        "hit with the Redis cache configured vs in-process hit",
+        100_000,
+        |n| {
+            for _ in 0..n {
+                black_box(cache_hit(&shared, name, &parameters));
+            }
+        },
+        |n| {
+            for _ in 0..n {
+                black_box(cache_hit(&in_process, name, &parameters));
+            }
+        },
+    );
     let mut group = c.benchmark_group("redis_cache/hit");
     group.bench_function("in_process_cache", |b| {
         b.iter(|| black_box(cache_hit(&in_process, name, &parameters)));
@@ -120,6 +140,27 @@ fn bench(c: &mut Criterion, redis: &RedisServer) {
             .await
             .expect("Redis connection")
     });
+    interleaved(
+        "L1 miss served from Redis vs raw GET",
+        200,
+        |n| {
+            runtime.block_on(async {
+                for _ in 0..n {
+                    cache.local().delete(&key).await.expect("in-process delete");
+                    black_box(cache.get(&key).await.expect("Redis GET").expect("stored"));
+                }
+            });
+        },
+        |n| {
+            let mut connection = raw.clone();
+            runtime.block_on(async {
+                for _ in 0..n {
+                    let value: Vec<u8> = connection.get(&redis_key).await.expect("Redis GET");
+                    black_box(value);
+                }
+            });
+        },
+    );
     let mut group = c.benchmark_group("redis_cache/l1_miss");
     group.bench_function("redis_cache_get", |b| {
         b.to_async(&runtime).iter(|| async {
@@ -138,6 +179,31 @@ fn bench(c: &mut Criterion, redis: &RedisServer) {
         });
     });
     group.finish();
+}
+
+/// `a` and `b` (each runs a batch of `batch` calls) in alternating batches: on a shared machine,
+/// criterion's back-to-back groups can land in different load phases. Prints the median per call
+/// of each, and their ratio.
+fn interleaved(what: &str, batch: u32, mut a: impl FnMut(u32), mut b: impl FnMut(u32)) {
+    const ROUNDS: usize = 41;
+    let (mut a_times, mut b_times) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        a(batch);
+        a_times.push(started.elapsed() / batch);
+        let started = Instant::now();
+        b(batch);
+        b_times.push(started.elapsed() / batch);
+    }
+    a_times.sort();
+    b_times.sort();
+    let (a, b) = (a_times[ROUNDS / 2], b_times[ROUNDS / 2]);
+    println!(
+        "{what}, interleaved ({ROUNDS} rounds of {batch} calls each, medians): {:.3} µs vs {:.3} µs, ratio {:.3}",
+        a.as_secs_f64() * 1e6,
+        b.as_secs_f64() * 1e6,
+        a.as_secs_f64() / b.as_secs_f64()
+    );
 }
 
 fn redis_cache_benches(c: &mut Criterion) {

@@ -68,7 +68,11 @@ pub async fn from_env() -> Result<Option<RedisTokenCache>, SharedCacheError> {
     let Some(builder) = builder_from(|name| env::var(name).ok().filter(|v| !v.is_empty()))? else {
         return Ok(None);
     };
-    builder.build().await.map(Some).map_err(SharedCacheError::Build)
+    builder
+        .build()
+        .await
+        .map(Some)
+        .map_err(SharedCacheError::Build)
 }
 
 /// The builder `variable` (a variable's non-empty value) describes, or `None` without `REDIS_URL`.
@@ -102,9 +106,8 @@ pub fn builder_from(
                 length,
             })
     };
-    let mut builder = RedisTokenCache::builder(url).key_prefix(
-        variable("TOKEN_CACHE_PREFIX").unwrap_or_else(|| "token-mgmt:".to_owned()),
-    );
+    let mut builder = RedisTokenCache::builder(url)
+        .key_prefix(variable("TOKEN_CACHE_PREFIX").unwrap_or_else(|| "token-mgmt:".to_owned()));
     match key("TOKEN_CACHE_KEY")? {
         Some(current) => {
             let id = variable("TOKEN_CACHE_KEY_ID").unwrap_or_else(|| "1".to_owned());

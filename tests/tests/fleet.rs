@@ -174,7 +174,10 @@ async fn eight_cold_processes_make_one_token_request() {
         tokens.push(instance.reply().await.expect("the API call succeeds"));
     }
     let counters = demo.counters().client(CLIENT_ID);
-    assert_eq!(counters.token_requests, 1, "one token request for the fleet");
+    assert_eq!(
+        counters.token_requests, 1,
+        "one token request for the fleet"
+    );
     assert_eq!(counters.api_requests, 8, "eight authorized API calls");
     assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
 }
@@ -215,7 +218,10 @@ async fn a_401_on_one_process_renews_the_token_of_all() {
         2,
         "the others read the new token, they do not request one"
     );
-    assert_eq!(counters.api_invalid_token, 1, "only the first call met a 401");
+    assert_eq!(
+        counters.api_invalid_token, 1,
+        "only the first call met a 401"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +281,10 @@ async fn killing_and_restarting_redis_mid_run_fails_no_api_call() {
     // A new instance reads that token from Redis instead of requesting one.
     let requests = demo.counters().client(CLIENT_ID).token_requests;
     let mut late = Instance::start(&redis, &demo).await;
-    assert_eq!(late.ask(&format!("token after-{round}")).await.unwrap(), last);
+    assert_eq!(
+        late.ask(&format!("token after-{round}")).await.unwrap(),
+        last
+    );
     assert_eq!(demo.counters().client(CLIENT_ID).token_requests, requests);
     assert_eq!(
         demo.counters().api_invalid_token,
@@ -299,10 +308,7 @@ async fn a_value_tampered_with_in_redis_is_never_used() {
     // One bit of the ciphertext (its last byte is the tag's).
     let last = value.len() - 1;
     value[last] ^= 1;
-    connection
-        .set::<_, _, ()>(&keys[0], &value)
-        .await
-        .unwrap();
+    connection.set::<_, _, ()>(&keys[0], &value).await.unwrap();
 
     let mut second = Instance::start(&redis, &demo).await;
     let own = second.ask("call").await.expect("the API call succeeds");
@@ -370,7 +376,10 @@ async fn workers_with_redis_url_share_one_token() {
         assert!(!log.contains("API call failed"), "{log}");
     }
     let counters = demo.counters().client(CLIENT_ID);
-    assert_eq!(counters.token_requests, 1, "one token for the three workers");
+    assert_eq!(
+        counters.token_requests, 1,
+        "one token for the three workers"
+    );
     assert_eq!(counters.api_requests, 3);
     // Under the default prefix, encrypted (format byte 1), never the token itself.
     let keys = token_keys(&redis, "token-mgmt:").await;
@@ -432,13 +441,21 @@ fn the_shared_cache_variables_are_checked() {
     let error = check(&[url, ("TOKEN_CACHE_KEY", "c2hvcnQ=")]).unwrap_err();
     assert_eq!(error.to_string(), "TOKEN_CACHE_KEY is 5 bytes long, not 32");
     let key = key_base64();
-    let error = check(&[url, ("TOKEN_CACHE_KEY", &key), ("TOKEN_CACHE_OLD_KEY", &key)]).unwrap_err();
+    let error = check(&[
+        url,
+        ("TOKEN_CACHE_KEY", &key),
+        ("TOKEN_CACHE_OLD_KEY", &key),
+    ])
+    .unwrap_err();
     assert_eq!(
         error.to_string(),
         "TOKEN_CACHE_OLD_KEY_ID must be set with TOKEN_CACHE_OLD_KEY"
     );
     let error = check(&[url, ("TOKEN_CACHE_PLAINTEXT", "yes")]).unwrap_err();
-    assert_eq!(error.to_string(), "TOKEN_CACHE_PLAINTEXT `yes` is not 1 or 0");
+    assert_eq!(
+        error.to_string(),
+        "TOKEN_CACHE_PLAINTEXT `yes` is not 1 or 0"
+    );
 
     let builder = check(&[
         url,
