@@ -17,6 +17,11 @@
 //! `WORKER_INTERVAL_SECONDS`, ...: see `token_mgmt_examples::settings`). With neither a token
 //! endpoint nor an authority, the embedded demo starts on 127.0.0.1. Ctrl-C or SIGTERM stops it
 //! cleanly.
+//!
+//! A fleet: with `REDIS_URL` set, tokens are shared through Redis, encrypted with `TOKEN_CACHE_KEY`
+//! (32 bytes in base64; without it the worker refuses to start, unless `TOKEN_CACHE_PLAINTEXT=1`),
+//! so copies started with the same variables make one token request between them (see
+//! [`token_mgmt_examples::shared_cache`] for the other variables).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -83,11 +88,17 @@ async fn main() -> Result<(), BoxError> {
         variables.extend(settings::demo_defaults(&configuration, &demo));
         Some(demo)
     };
+    let shared_cache = token_mgmt_examples::shared_cache::from_env().await?;
     builder
         .configuration_source(directory)
         .configuration_variables(variables)
-        .configure_services(|ctx, services| {
+        .configure_services(move |ctx, services| {
             let worker = settings::register(services, ctx.configuration())?;
+            if let Some(cache) = shared_cache {
+                services
+                    .add_access_token_management(|_| Ok(()))
+                    .cache(Arc::new(cache));
+            }
             services.add_singleton(WorkerSettings {
                 interval: worker.interval(),
             });

@@ -71,6 +71,19 @@ pub fn token_service(
     ))?)
 }
 
+/// A token service with one client per name, keeping its tokens in `cache` (the Redis cache).
+pub fn token_service_with_cache(
+    token_url: &Url,
+    names: &[String],
+    cache: Arc<dyn token_mgmt::tokens::ClientAccessTokenCache>,
+) -> Result<AccessTokenManagementService, BoxError> {
+    Ok(
+        AccessTokenManagementService::builder(options_for(token_url, names))
+            .cache(cache)
+            .build()?,
+    )
+}
+
 /// Fetches every client's token once (so the cache is warm), 64 at a time.
 pub async fn warm(
     service: &AccessTokenManagementService,

@@ -2,7 +2,7 @@
 //! temporary directory; killed when dropped.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,29 +50,45 @@ impl RedisServer {
         let dir =
             std::env::temp_dir().join(format!("token-mgmt-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("temporary directory: {e}"))?;
-        let child = Command::new("redis-server")
+        let child = Self::spawn(port, &dir)?;
+        let mut server = Self { child, port, dir };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Result<Child, String> {
+        Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("spawn: {e}"))?;
-        let mut server = Self { child, port, dir };
-        // Ready when it accepts connections (it binds before serving, within milliseconds).
+            .map_err(|e| format!("spawn: {e}"))
+    }
+
+    /// Waits until the server accepts connections (it binds before serving, within milliseconds).
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}"));
             }
-            if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-                return Ok(server);
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        server.kill();
+        self.kill();
         Err("not accepting connections after 10 s".to_owned())
+    }
+
+    /// Starts the server again after [`kill`](Self::kill), on the same port (empty: nothing is saved).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self.dir).expect("redis-server restarts");
+        self.wait_ready().expect("redis-server restarts");
     }
 
     /// The server's address, `redis://127.0.0.1:<port>`.
