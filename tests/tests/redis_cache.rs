@@ -12,7 +12,8 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use redis::AsyncCommands as _;
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, CacheKey, ClientAccessToken,
-    ClientAccessTokenCache, RedisCacheError, RedisTokenCache, TokenRequestParameters, metric_names,
+    ClientAccessTokenCache, ManualClock, RedisCacheError, RedisTokenCache, TokenRequestParameters,
+    metric_names,
 };
 use token_mgmt_tests::redis_server::RedisServer;
 use token_mgmt_tests::token_server::TokenServer;
@@ -586,4 +587,73 @@ async fn a_lock_is_released_only_by_its_owner() {
         raw_get(&redis, &x).await.as_deref(),
         Some(&b"another-owner"[..])
     );
+}
+
+/// Background renewal goes through the fleet lock too: when the token of a fleet reaches its
+/// refresh time, the instances' background renewals make one token request between them, and
+/// every instance ends up with that one new token. The services and their caches share a
+/// [`ManualClock`] (the fleet's time); Redis and the token endpoint run on the real clock.
+#[tokio::test]
+async fn background_renewals_of_a_fleet_make_one_token_request() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let server = TokenServer::start();
+    server.set_expires_in(Some(serde_json::json!(60)));
+    // Long enough that every instance's renewal starts while the first one is still requesting.
+    server.set_delay(Some(Duration::from_millis(200)));
+    let clock = Arc::new(ManualClock::new());
+    let mut services = Vec::new();
+    for _ in 0..4 {
+        let mut options = AccessTokenManagementOptions::default();
+        options.client.clients.add(CLIENT, server.client_options());
+        let cache = RedisTokenCache::builder(redis.url())
+            .key_prefix(PREFIX)
+            .encryption_key("k1", KEY)
+            .clock(clock.clone())
+            .build()
+            .await
+            .unwrap();
+        services.push(
+            AccessTokenManagementService::builder(options)
+                .cache(Arc::new(cache))
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+    }
+    let first = get(&services[0]).await;
+    for service in &services[1..] {
+        assert_eq!(get(service).await.access_token(), first.access_token());
+    }
+    assert_eq!(server.request_count(), 1);
+
+    // Past the refresh time (half of the 60 s lifetime) of every instance, before the expiry: the
+    // instances' renewals (their schedulers', or the one a call starts) all begin while the first
+    // token request is still on its way (200 ms).
+    clock.advance(Duration::from_secs(45));
+    let served = futures_util::future::join_all(services.iter().map(get)).await;
+    for token in &served {
+        assert_eq!(
+            token.access_token(),
+            first.access_token(),
+            "still valid: served"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for service in &services {
+        loop {
+            let token = get(service).await;
+            if token.access_token() != first.access_token() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no renewed token within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let renewed = get(&services[0]).await;
+    for service in &services[1..] {
+        assert_eq!(get(service).await.access_token(), renewed.access_token());
+    }
+    assert_eq!(server.request_count(), 2, "one renewal for the whole fleet");
 }

@@ -15,6 +15,7 @@ use redis::aio::ConnectionManagerConfig;
 use zeroize::Zeroizing;
 
 use super::cache::{CacheKey, ClientAccessTokenCache, InMemoryClientAccessTokenCache, RequestLock};
+use super::clock::{Clock, SystemClock};
 use super::token::{ClientAccessToken, StoredClientAccessToken};
 use crate::BoxError;
 
@@ -118,6 +119,7 @@ pub struct RedisTokenCacheBuilder {
     encryption: Option<(String, Zeroizing<[u8; 32]>)>,
     decryption: Vec<(String, Zeroizing<[u8; 32]>)>,
     plaintext: bool,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for RedisTokenCacheBuilder {
@@ -172,6 +174,14 @@ impl RedisTokenCacheBuilder {
         self
     }
 
+    /// Reads the wall-clock time from `clock` (default [`SystemClock`]): whether a stored token is
+    /// still fresh, and how long Redis keeps it. Give it the clock of the service that uses the
+    /// cache (a [`ManualClock`](super::ManualClock) in tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The capacity of the in-process level (default
     /// [`DEFAULT_MAX_CACHED_TOKENS`](super::DEFAULT_MAX_CACHED_TOKENS)).
     pub fn max_local_entries(mut self, max: usize) -> Self {
@@ -212,6 +222,7 @@ impl RedisTokenCacheBuilder {
                 retry_at: std::sync::Mutex::new(None),
                 instance: hex(&instance),
                 subscriber: OnceLock::new(),
+                clock: self.clock,
                 _closed: closed,
                 closed_rx,
             }),
@@ -306,6 +317,7 @@ struct Inner {
     /// Tells this instance's invalidation messages from the others'.
     instance: String,
     subscriber: OnceLock<()>,
+    clock: Arc<dyn Clock>,
     /// Dropped with the cache: stops the invalidation task.
     _closed: tokio::sync::watch::Sender<()>,
     closed_rx: tokio::sync::watch::Receiver<()>,
@@ -335,6 +347,7 @@ impl RedisTokenCache {
             encryption: None,
             decryption: Vec::new(),
             plaintext: false,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -505,7 +518,8 @@ impl Inner {
             return Ok(None);
         };
         let due = token.refresh_at().or(token.expires_at());
-        Ok(due.is_none_or(|at| at > SystemTime::now()).then_some(token))
+        let now = self.clock.system_time();
+        Ok(due.is_none_or(|at| at > now).then_some(token))
     }
 
     /// Drops the in-process copy of keys that other instances set.
@@ -606,8 +620,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn millis_until(at: SystemTime) -> Option<u64> {
-    let left = at.duration_since(SystemTime::now()).ok()?;
+fn millis_until(at: SystemTime, now: SystemTime) -> Option<u64> {
+    let left = at.duration_since(now).ok()?;
     Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1))
 }
 
@@ -644,7 +658,7 @@ impl ClientAccessTokenCache for RedisTokenCache {
                     .call("SET", connection.set::<_, _, ()>(&redis_key, value))
                     .await?
             }
-            Some(at) => match millis_until(at) {
+            Some(at) => match millis_until(at, inner.clock.system_time()) {
                 Some(ms) => {
                     let options =
                         redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ms));
