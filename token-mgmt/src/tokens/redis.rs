@@ -222,6 +222,7 @@ impl RedisTokenCacheBuilder {
                 retry_at: std::sync::Mutex::new(None),
                 instance: hex(&instance),
                 subscriber: OnceLock::new(),
+                stored_elsewhere: tokio::sync::Notify::new(),
                 clock: self.clock,
                 _closed: closed,
                 closed_rx,
@@ -271,7 +272,8 @@ impl RedisTokenCacheBuilder {
 ///   [`plaintext`](RedisTokenCacheBuilder::plaintext) was asked for.
 /// - **One token request for the fleet.** [`lock_for_request`](ClientAccessTokenCache::lock_for_request)
 ///   takes `<prefix>lock:<key>` (`SET NX PX <lock ttl>`); an instance that does not get it waits for
-///   the holder's token (polling every 50 ms, for the lock's ttl at most) instead of requesting its own.
+///   the holder's token (woken by the holder's invalidation message, polling every 50 ms in case it
+///   is lost; for the lock's ttl at most) instead of requesting its own.
 /// - **Invalidation.** `set` publishes the key on `<prefix>invalidate`; every other instance drops its
 ///   in-process copy (a background task, started on first use, listens on its own connection).
 /// - **Outages.** Every Redis call times out after 250 ms (see
@@ -317,6 +319,8 @@ struct Inner {
     /// Tells this instance's invalidation messages from the others'.
     instance: String,
     subscriber: OnceLock<()>,
+    /// Woken when another instance stored a token: ends the lock waits early.
+    stored_elsewhere: tokio::sync::Notify,
     clock: Arc<dyn Clock>,
     /// Dropped with the cache: stops the invalidation task.
     _closed: tokio::sync::watch::Sender<()>,
@@ -557,6 +561,7 @@ impl Inner {
                     {
                         if from != instance {
                             let _ = cache.local.delete(&CacheKey::new(key)).await;
+                            cache.stored_elsewhere.notify_waiters();
                         }
                     }
                 }
@@ -731,6 +736,11 @@ impl ClientAccessTokenCache for RedisTokenCache {
         // may be the due one it is renewing).
         let deadline = tokio::time::Instant::now() + inner.lock_ttl;
         loop {
+            // Registered before the read, so that a token stored between the read and the wait
+            // still wakes this waiter.
+            let stored = inner.stored_elsewhere.notified();
+            tokio::pin!(stored);
+            stored.as_mut().enable();
             if let Some(token) = inner.read_fresh(&redis_key).await? {
                 inner.local.set(key, token).await?;
                 return Ok(None);
@@ -738,7 +748,12 @@ impl ClientAccessTokenCache for RedisTokenCache {
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
-            tokio::time::sleep(LOCK_POLL_INTERVAL).await;
+            // The holder's `set` publishes its key: read again as soon as another instance stored
+            // a token, or after the poll interval (a lost message, no subscription yet).
+            tokio::select! {
+                () = stored => {}
+                () = tokio::time::sleep(LOCK_POLL_INTERVAL) => {}
+            }
             // The holder gave up (its request failed): take over, unless its token came meanwhile.
             if try_lock(&lock).await? {
                 if let Some(token) = inner.read_fresh(&redis_key).await? {
