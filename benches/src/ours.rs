@@ -19,9 +19,9 @@ use secrecy::SecretString;
 use token_mgmt::http::{HttpClient, HttpClientFactory};
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, AssertionContext,
-    ClientAccessToken, ClientAssertionProvider, ClientAuthentication, ClientSecretJwt,
-    HmacAlgorithm, PrivateKey, PrivateKeyJwt, PrivateKeySigner, RetryPolicy, TokenClientOptions,
-    TokenRequestParameters,
+    ClientAccessToken, ClientAssertionProvider, ClientAuthentication, ClientSecretJwt, DpopKey,
+    HmacAlgorithm, PrivateKey, PrivateKeyJwt, PrivateKeySigner, RetryPolicy, SigningAlgorithm,
+    TokenClientOptions, TokenRequestParameters,
 };
 use url::Url;
 
@@ -196,6 +196,49 @@ pub async fn request_subjects(
             without_handler,
         ),
     ])
+}
+
+/// Authorized requests through a reused access-token client of a token client with a Bearer token,
+/// and of token clients whose tokens are DPoP-bound (a new proof per API request), per algorithm.
+pub async fn dpop_subjects(servers: &Servers) -> Result<Vec<(String, RequestFn)>, BoxError> {
+    let keys = [
+        ("token-mgmt Bearer (client reused)", None),
+        (
+            "token-mgmt DPoP ES256 (client reused)",
+            Some(DpopKey::generate_with(SigningAlgorithm::Es256)),
+        ),
+        (
+            "token-mgmt DPoP EdDSA (client reused)",
+            Some(DpopKey::generate_with(SigningAlgorithm::EdDsa)),
+        ),
+    ];
+    let mut subjects = Vec::new();
+    for (index, (name, key)) in keys.into_iter().enumerate() {
+        let client_id = format!("dpop-{index}");
+        let mut options = options_for(&servers.token.url(), std::slice::from_ref(&client_id));
+        if let Some(client) = options.client.clients.get_mut(&client_id) {
+            client.dpop = key;
+        }
+        let service = AccessTokenManagementService::new(options)?;
+        let factory = factory_with_token_handler(&service, &client_id, &servers.api.base_url());
+        let client = factory.create_client(&client_id)?;
+        let token = service
+            .get_client_access_token(&client_id, &TokenRequestParameters::default())
+            .await?;
+        if token.is_dpop() != name.contains("DPoP") {
+            return Err(
+                format!("{name}: the token endpoint did not bind the token as asked").into(),
+            );
+        }
+        subjects.push((
+            name.to_owned(),
+            request_fn(move || {
+                let client = client.clone();
+                async move { send(&client).await }
+            }),
+        ));
+    }
+    Ok(subjects)
 }
 
 /// One stampede round on a fresh (cold) service for `client_id`.

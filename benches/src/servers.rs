@@ -25,6 +25,8 @@ use url::Url;
 pub const API_RESOURCE: &str = "data";
 
 /// The JSON body the API answers with.
+/// The DPoP proof header (RFC 9449).
+const DPOP: &str = "dpop";
 const API_BODY: &str = r#"{"id":42,"name":"widget","tags":["a","b","c"],"ok":true}"#;
 
 /// A dedicated multi-threaded tokio runtime for the servers, so that server work is scheduled
@@ -175,11 +177,19 @@ impl ApiServer {
 }
 
 async fn api_data(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
-    let authorized = headers
+    // A DPoP-bound token comes with its proof (present, not verified: the DPoP figures measure the
+    // client's side).
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(|token| state.valid.contains(token));
+        .and_then(|value| {
+            value.strip_prefix("Bearer ").or_else(|| {
+                value
+                    .strip_prefix("DPoP ")
+                    .filter(|_| headers.contains_key(DPOP))
+            })
+        });
+    let authorized = token.is_some_and(|token| state.valid.contains(token));
     if !authorized {
         state.rejected.fetch_add(1, Ordering::Relaxed);
         return (
@@ -411,7 +421,8 @@ async fn token(State(state): State<Arc<TokenState>>, headers: HeaderMap, body: B
     }
     let mut body = serde_json::json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        // A request with a DPoP proof gets a DPoP-bound token (RFC 9449 section 5).
+        "token_type": if headers.contains_key(DPOP) { "DPoP" } else { "Bearer" },
         "expires_in": state.config.expires_in,
     });
     if let Some(scope) = field("scope") {
@@ -468,6 +479,47 @@ impl Servers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_token_request_with_a_proof_gets_a_dpop_token_the_api_takes_only_with_a_proof() {
+        let valid = ValidTokens::new();
+        let handle = Handle::current();
+        let endpoint =
+            TokenEndpoint::start(&handle, TokenEndpointConfig::default(), valid.clone()).unwrap();
+        let api = ApiServer::start(&handle, valid).unwrap();
+        let client = reqwest::Client::new();
+        let response = client
+            .post(endpoint.url())
+            .header(DPOP, "proof")
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "d"),
+                ("client_secret", crate::CLIENT_SECRET),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["token_type"], "DPoP");
+        let token = body["access_token"].as_str().unwrap().to_owned();
+
+        let with_proof = client
+            .get(api.data_url())
+            .header(header::AUTHORIZATION, format!("DPoP {token}"))
+            .header(DPOP, "proof")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(with_proof.status(), StatusCode::OK);
+        let without_proof = client
+            .get(api.data_url())
+            .header(header::AUTHORIZATION, format!("DPoP {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(without_proof.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!((api.served(), api.rejected()), (1, 1));
+    }
 
     #[tokio::test]
     async fn token_endpoint_issues_tokens_the_api_accepts_and_counts_requests() {

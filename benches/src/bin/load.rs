@@ -4,7 +4,7 @@
 //! cargo run --release -p token-mgmt-benches --bin load -- <scenario> [--option value ...]
 //! ```
 //!
-//! Scenarios: `cache-hit`, `throughput`, `per-request`, `stampede`, `scale`, `rollover`, `client-auth`, `all` (each
+//! Scenarios: `cache-hit`, `throughput`, `per-request`, `dpop`, `stampede`, `scale`, `rollover`, `client-auth`, `all` (each
 //! of them in a child process, so the counting allocator and the servers of one do not disturb
 //! another).
 //! Every figure is a median over `--rounds` rounds, and every ratio is taken against a baseline
@@ -37,10 +37,11 @@ use token_mgmt_benches::{BoxError, stampede::StampedeReport};
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "cache-hit",
     "throughput",
     "per-request",
+    "dpop",
     "stampede",
     "scale",
     "rollover",
@@ -108,7 +109,7 @@ impl Default for Options {
     }
 }
 
-const USAGE: &str = "usage: load <cache-hit|throughput|per-request|stampede|scale|rollover|client-auth|all> \
+const USAGE: &str = "usage: load <cache-hit|throughput|per-request|dpop|stampede|scale|rollover|client-auth|all> \
 [--rounds N] [--iters N] [--duration-ms N] [--concurrency 1,16,64] [--server-threads N] \
 [--client-threads N] [--callers N] [--delay-ms N] [--clients N] [--scopes N] [--token-len N] \
 [--run-ms N] [--expires-in SECONDS] [--endpoint-delay-ms N] [--pause-us N] [--rollover-callers N] \
@@ -180,6 +181,7 @@ fn main() -> ExitCode {
         "cache-hit" => cache_hit(&options),
         "throughput" => throughput(&options),
         "per-request" => per_request(&options),
+        "dpop" => dpop(&options),
         "stampede" => stampede(&options),
         "scale" => scale(&options),
         "rollover" => rollover(&options),
@@ -1077,6 +1079,70 @@ fn client_auth(options: &Options) -> Result<(), BoxError> {
         Ok::<(), BoxError>(())
     })?;
     drop(runtime);
+    Ok(())
+}
+
+/// Authorized requests/s of DPoP-bound clients (a new proof per request) against a Bearer client,
+/// same run, same API.
+#[cfg(feature = "ours")]
+fn dpop(options: &Options) -> Result<(), BoxError> {
+    header("DPoP: authorized requests/s, DPoP-bound vs Bearer", options);
+    let servers = Servers::start(options.server_threads, TokenEndpointConfig::default())?;
+    let runtime = client_runtime(options)?;
+    runtime.block_on(async {
+        let subjects = token_mgmt_benches::ours::dpop_subjects(&servers).await?;
+        for (name, request) in &subjects {
+            let report = run_load(16, Limit::Requests(256), Arc::clone(request)).await;
+            check(name, &report)?;
+        }
+        let mut table = Table::new(["concurrency", "subject", "req/s", "ratio vs Bearer", "p50", "p99"]);
+        for &concurrency in &options.concurrency {
+            let mut results: Vec<Vec<LoadReport>> = subjects.iter().map(|_| Vec::new()).collect();
+            for round in 0..options.rounds {
+                for index in round_order(subjects.len(), round) {
+                    let report =
+                        run_load(concurrency, Limit::Duration(options.duration), Arc::clone(&subjects[index].1)).await;
+                    check(&subjects[index].0, &report)?;
+                    results[index].push(report);
+                }
+            }
+            let rps: Vec<Vec<f64>> = results.iter().map(|r| r.iter().map(LoadReport::rps).collect()).collect();
+            for (index, (name, _)) in subjects.iter().enumerate() {
+                let p50: Vec<Duration> = results[index].iter().map(LoadReport::p50).collect();
+                let p99: Vec<Duration> = results[index].iter().map(LoadReport::p99).collect();
+                table.row([
+                    concurrency.to_string(),
+                    name.clone(),
+                    fmt_rate(median(&rps[index])),
+                    fmt_ratio(median_ratio(&rps[index], &rps[0])),
+                    fmt_duration(median_duration(&p50)),
+                    fmt_duration(median_duration(&p99)),
+                ]);
+            }
+        }
+        println!("{}", table.to_markdown());
+        println!(
+            "Medians over {} rounds of {} ms; ratios are medians of per-round ratios. The API checks the \
+             `DPoP` scheme and that a proof is present, not the proof's signature: the difference is the \
+             client's proof cost. API: {} requests served, {} rejected. Client runtime: {} worker \
+             threads; servers: {} thread(s), same process.\n",
+            options.rounds,
+            options.duration.as_millis(),
+            servers.api.served(),
+            servers.api.rejected(),
+            options.client_threads,
+            options.server_threads,
+        );
+        Ok::<(), BoxError>(())
+    })?;
+    drop(runtime);
+    Ok(())
+}
+
+#[cfg(not(feature = "ours"))]
+fn dpop(options: &Options) -> Result<(), BoxError> {
+    header("DPoP", options);
+    println!("{PENDING}: the dpop scenario measures token-mgmt only.\n");
     Ok(())
 }
 
