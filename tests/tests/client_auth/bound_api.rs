@@ -247,15 +247,16 @@ fn services(
     services
 }
 
-#[tokio::test]
-async fn an_access_token_client_presents_the_token_clients_certificate_to_the_api() {
+/// A fresh server and PKI, and the `api` client of [`services`] (a client certificate issued by the
+/// server's CA; presented to the API when `present` is set).
+async fn bound_api_client(present: bool) -> (BoundApiServer, HttpClient) {
     let pki = Pki::new();
     let server = BoundApiServer::start(&pki).await;
     let client = pki.issue(
         params("worker", Vec::new()),
         ExtendedKeyUsagePurpose::ClientAuth,
     );
-    let provider = services(&server, &pki, &client, true)
+    let provider = services(&server, &pki, &client, present)
         .build()
         .expect("valid registrations");
     let api = provider
@@ -263,6 +264,12 @@ async fn an_access_token_client_presents_the_token_clients_certificate_to_the_ap
         .expect("factory")
         .create_client("api")
         .expect("client");
+    (server, api)
+}
+
+#[tokio::test]
+async fn an_access_token_client_presents_the_token_clients_certificate_to_the_api() {
+    let (server, api) = bound_api_client(true).await;
 
     for _ in 0..3 {
         let response = api.get("resource").send().await.expect("API call");
@@ -275,20 +282,7 @@ async fn an_access_token_client_presents_the_token_clients_certificate_to_the_ap
 
 #[tokio::test]
 async fn without_the_option_the_api_sees_no_certificate_and_refuses_the_bound_token() {
-    let pki = Pki::new();
-    let server = BoundApiServer::start(&pki).await;
-    let client = pki.issue(
-        params("worker", Vec::new()),
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    let provider = services(&server, &pki, &client, false)
-        .build()
-        .expect("valid registrations");
-    let api = provider
-        .get_required::<HttpClientFactory>()
-        .expect("factory")
-        .create_client("api")
-        .expect("client");
+    let (server, api) = bound_api_client(false).await;
 
     let response = api.get("resource").send().await.expect("API call");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
