@@ -4,6 +4,7 @@ pub mod api_server;
 pub mod dpop_api;
 pub mod fault_server;
 pub mod interop;
+pub mod logs;
 pub mod redis_server;
 pub mod serve;
 pub mod token_server;

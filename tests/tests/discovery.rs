@@ -7,7 +7,6 @@
 //! are driven by `advance`, never by sleeping.
 
 use std::error::Error as _;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +25,7 @@ use token_mgmt::tokens::{
     ClientSecretJwt, DiscoveryError, DpopKey, HmacAlgorithm, ManualClock, RetryPolicy,
     TlsClientCertificate, TokenClientOptions, TokenError, TokenRequestParameters,
 };
+use token_mgmt_tests::logs::CapturedLogs;
 
 const OPENID: &str = "/.well-known/openid-configuration";
 const OAUTH: &str = "/.well-known/oauth-authorization-server";
@@ -333,37 +333,9 @@ async fn a_failed_refetch_keeps_the_last_endpoint_and_backs_off() {
     assert_eq!(server.token_requests(), 7);
 }
 
-/// Captures formatted log lines.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn an_unsupported_auth_method_is_warned_once() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = CapturedLogs::capture(tracing::Level::WARN);
 
     let server = Server::start("").await;
     *server.state.auth_methods.lock().unwrap() =
@@ -398,13 +370,7 @@ async fn an_unsupported_auth_method_is_warned_once() {
     );
 
     // A supported method: no warning.
-    let quiet = Logs::default();
-    let writer = quiet.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (quiet, _guard) = CapturedLogs::capture(tracing::Level::WARN);
     let mut post = client(&server.authority());
     post.authentication = ClientAuthentication::ClientSecretPost;
     let (service, _) = service_with(post, |_| {});
@@ -489,14 +455,7 @@ async fn no_document_at_either_path_is_named() {
 
 #[tokio::test]
 async fn a_dpop_algorithm_the_issuer_does_not_list_is_warned() {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = CapturedLogs::capture(tracing::Level::WARN);
 
     let server = Server::start("").await;
     *server.state.dpop_algorithms.lock().unwrap() = Some(vec!["ES384".into(), "EdDSA".into()]);

@@ -12,9 +12,10 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use redis::AsyncCommands as _;
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, CacheKey, ClientAccessToken,
-    ClientAccessTokenCache, ManualClock, RedisCacheError, RedisTokenCache, TokenRequestParameters,
-    metric_names,
+    ClientAccessTokenCache, ManualClock, RedisCacheError, RedisTokenCache, RedisTokenCacheBuilder,
+    TokenRequestParameters, metric_names,
 };
+use token_mgmt_tests::logs::CapturedLogs;
 use token_mgmt_tests::redis_server::RedisServer;
 use token_mgmt_tests::token_server::TokenServer;
 
@@ -25,12 +26,13 @@ const OTHER_KEY: [u8; 32] = [9; 32];
 
 /// A cache instance (one "process") on `redis`, encrypting with `KEY` under id `k1`.
 async fn instance(redis: &RedisServer) -> RedisTokenCache {
+    instance_builder(redis).build().await.unwrap()
+}
+
+fn instance_builder(redis: &RedisServer) -> RedisTokenCacheBuilder {
     RedisTokenCache::builder(redis.url())
         .key_prefix(PREFIX)
         .encryption_key("k1", KEY)
-        .build()
-        .await
-        .unwrap()
 }
 
 fn service(server: &TokenServer, cache: &RedisTokenCache) -> AccessTokenManagementService {
@@ -378,13 +380,7 @@ async fn a_set_evicts_the_other_instances_copies() {
 
 #[tokio::test]
 async fn a_redis_outage_leaves_token_calls_working() {
-    let logs = Logs::default();
-    let _logging = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let (logs, _logging) = CapturedLogs::capture(tracing::Level::INFO);
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let _local = metrics::set_default_local_recorder(&recorder);
@@ -450,33 +446,6 @@ async fn a_redis_outage_leaves_token_calls_working() {
         1,
         "one warning per outage: {logs}"
     );
-}
-
-/// Log output, captured.
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
 }
 
 #[tokio::test]
@@ -607,9 +576,7 @@ async fn background_renewals_of_a_fleet_make_one_token_request() {
     for _ in 0..4 {
         let mut options = AccessTokenManagementOptions::default();
         options.client.clients.add(CLIENT, server.client_options());
-        let cache = RedisTokenCache::builder(redis.url())
-            .key_prefix(PREFIX)
-            .encryption_key("k1", KEY)
+        let cache = instance_builder(&redis)
             .clock(clock.clone())
             .build()
             .await
