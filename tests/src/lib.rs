@@ -11,7 +11,32 @@ pub mod token_server;
 
 use std::sync::Arc;
 
-use token_mgmt::tokens::{AccessTokenManagementOptions, AccessTokenManagementService, ManualClock};
+use token_mgmt::tokens::{
+    AccessTokenManagementOptions, AccessTokenManagementService, ManualClock, TokenClientOptions,
+    TokenRequestParameters,
+};
+
+use crate::token_server::TokenServer;
+
+/// The token client name used by most tests.
+pub const CLIENT: &str = "api";
+
+/// Options with one client `api` for `server`, adjusted by `configure`.
+pub fn options_for(
+    server: &TokenServer,
+    configure: impl FnOnce(&mut TokenClientOptions),
+) -> AccessTokenManagementOptions {
+    let mut client = server.client_options();
+    configure(&mut client);
+    let mut options = AccessTokenManagementOptions::default();
+    options.client.clients.add(CLIENT, client);
+    options
+}
+
+/// The default request parameters.
+pub fn defaults() -> TokenRequestParameters {
+    TokenRequestParameters::default()
+}
 
 /// A service built from `options` whose time moves only when the returned clock is advanced.
 pub fn manual_service(

@@ -24,35 +24,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use token_mgmt::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessToken,
-    ClientAccessTokenHandler, TokenClientOptions, TokenError, TokenRequestParameters,
+    AccessTokenManagementService, ClientAccessToken, ClientAccessTokenHandler, TokenError,
+    TokenRequestParameters,
 };
-pub use token_mgmt_tests::manual_service;
-use token_mgmt_tests::token_server::TokenServer;
+pub use token_mgmt_tests::{CLIENT, defaults, manual_service, options_for};
 use url::Url;
-
-/// The token client name used by most tests.
-pub const CLIENT: &str = "api";
 
 /// How long a test waits for something that must happen before it fails instead of hanging.
 pub const GUARD: Duration = Duration::from_secs(30);
-
-/// Options with one client `api` for `server`, adjusted by `configure`.
-pub fn options_for(
-    server: &TokenServer,
-    configure: impl FnOnce(&mut TokenClientOptions),
-) -> AccessTokenManagementOptions {
-    let mut client = server.client_options();
-    configure(&mut client);
-    let mut options = AccessTokenManagementOptions::default();
-    options.client.clients.add(CLIENT, client);
-    options
-}
-
-/// The default request parameters.
-pub fn defaults() -> TokenRequestParameters {
-    TokenRequestParameters::default()
-}
 
 /// The client's default token.
 pub async fn get(service: &AccessTokenManagementService) -> ClientAccessToken {

@@ -15,36 +15,13 @@ mod tokens {
     mod wire;
 }
 
-use token_mgmt::tokens::{
-    AccessTokenManagementOptions, AccessTokenManagementService, TokenClientOptions,
-    TokenRequestParameters,
-};
-pub use token_mgmt_tests::manual_service;
+use token_mgmt::tokens::{AccessTokenManagementService, TokenRequestParameters};
 use token_mgmt_tests::token_server::TokenServer;
-
-/// The token client name used by most tests.
-pub const CLIENT: &str = "api";
-
-/// Options with one client `api` for `server`, adjusted by `configure`.
-pub fn options_for(
-    server: &TokenServer,
-    configure: impl FnOnce(&mut TokenClientOptions),
-) -> AccessTokenManagementOptions {
-    let mut client = server.client_options();
-    configure(&mut client);
-    let mut options = AccessTokenManagementOptions::default();
-    options.client.clients.add(CLIENT, client);
-    options
-}
+pub use token_mgmt_tests::{CLIENT, defaults, manual_service, options_for};
 
 /// A service with one client `api` for `server`.
 pub fn service_for(server: &TokenServer) -> AccessTokenManagementService {
     AccessTokenManagementService::new(options_for(server, |_| {})).expect("valid options")
-}
-
-/// The default request parameters.
-pub fn defaults() -> TokenRequestParameters {
-    TokenRequestParameters::default()
 }
 
 /// Parameters asking for `scope` and `resources`.
