@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use token_mgmt::tokens::{AccessTokenManagementService, OptionsError, TokenError};
+use token_mgmt::tokens::{
+    AccessTokenManagementService, ClientAccessTokenHandler, OptionsError, TokenError,
+};
+use token_mgmt_tests::api_server::ApiServer;
 use token_mgmt_tests::token_server::TokenServer;
 
 use crate::{CLIENT, defaults, options_for};
@@ -170,4 +173,31 @@ async fn the_old_request_of_a_replaced_client_is_not_renewed_in_the_background()
     let renewal = server.last_request().unwrap();
     assert_eq!(renewal.form_value("scope"), Some("new"));
     assert_eq!(server.request_count(), 3);
+}
+
+/// An HTTP client whose token client was removed fails each request with the typed error naming
+/// it, and sends nothing to the API.
+#[tokio::test]
+async fn an_http_client_of_a_removed_token_client_fails_with_a_typed_error_naming_it() {
+    let server = TokenServer::start();
+    let api = ApiServer::start();
+    let service = AccessTokenManagementService::new(options_for(&server, |_| {})).unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            ClientAccessTokenHandler::new(service.clone(), CLIENT).with_allowed_origin(&api.url()),
+        )
+        .build();
+    let response = client.get(api.url()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    service.remove_client(CLIENT).unwrap();
+    let error = client.get(api.url()).send().await.unwrap_err();
+    let reqwest_middleware::Error::Middleware(source) = &error else {
+        panic!("expected the handler's error, got {error:?}");
+    };
+    assert!(
+        matches!(source.downcast_ref::<TokenError>(), Some(TokenError::UnknownClient { name, .. }) if name == CLIENT),
+        "{error:?}"
+    );
+    assert_eq!(api.request_count(), 1, "the failed request was not sent");
 }
