@@ -96,6 +96,24 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Stops the server's process (`SIGSTOP`): connections stay open, nothing is answered (a Redis
+    /// that hangs), until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a [frozen](Self::freeze) server run again (`SIGCONT`).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with the pid of our own child process and a valid signal number.
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill({pid}, {signal}) failed");
+    }
+
     /// Kills the server now (an outage), and waits until it is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

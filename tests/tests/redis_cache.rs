@@ -624,3 +624,49 @@ async fn background_renewals_of_a_fleet_make_one_token_request() {
     }
     assert_eq!(server.request_count(), 2, "one renewal for the whole fleet");
 }
+
+/// A Redis emptied behind the fleet's back, or one that stops answering: every call still gets a
+/// token, the second within the Redis call timeouts instead of waiting for Redis.
+#[tokio::test]
+async fn a_flushed_or_hanging_redis_leaves_token_calls_working() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let server = TokenServer::start();
+    let a = instance(&redis).await;
+    let service_a = service(&server, &a);
+    let first = get(&service_a).await;
+    assert_eq!(server.request_count(), 1);
+
+    // Flushed: the instance keeps serving its own copy; a new instance requests a token anew.
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut raw(&redis).await)
+        .await
+        .unwrap();
+    assert_eq!(get(&service_a).await.access_token(), first.access_token());
+    assert_eq!(server.request_count(), 1);
+    let service_b = service(&server, &instance(&redis).await);
+    get(&service_b).await;
+    assert_eq!(server.request_count(), 2);
+
+    // Hanging: connections stay open, nothing answers. A token nobody has is requested and served
+    // after the cache's calls time out (250 ms each), long before Redis would answer.
+    redis.freeze();
+    let other = TokenRequestParameters {
+        scope: Some("other".into()),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let token = service_a.get_client_access_token(CLIENT, &other).await;
+    let waited = started.elapsed();
+    redis.thaw();
+    assert!(token.is_ok(), "{token:?}");
+    assert_eq!(server.request_count(), 3);
+    assert!(
+        waited < Duration::from_secs(5),
+        "a hanging Redis held the call for {waited:?}"
+    );
+    // Redis answers again: calls go on getting tokens (`get` fails the test on an error).
+    get(&service_a).await;
+    get(&service_b).await;
+}
