@@ -801,7 +801,22 @@ impl Inner {
     ) -> ClientAccessToken {
         token.touch(now);
         request.client.hits.increment(1);
-        if let Started::Nothing { failing: true } = self.start(request, Mode::Background) {
+        // In the renewal window nearly every call finds the renewal already running: a shared read
+        // answers those without the shard's write lock that `start` takes (which every caller of
+        // the key would otherwise queue on).
+        let running = self
+            .keys
+            .get(&request.key)
+            .filter(|state| state.flight.is_some())
+            .map(|state| state.failure_streak > 0);
+        let failing = match running {
+            Some(failing) => failing,
+            None => matches!(
+                self.start(request, Mode::Background),
+                Started::Nothing { failing: true }
+            ),
+        };
+        if failing {
             metrics::count(names::STALE_TOKENS_SERVED, &request.client.endpoint.name);
         }
         token
