@@ -126,7 +126,7 @@ fn factory_with_token_handler(
     let mut builder = HttpClientFactory::builder();
     let registration = builder.register(name);
     registration.options_mut().base_address = Some(api_base.clone());
-    registration.set_innermost(Arc::new(handler));
+    registration.set_token_handler(handler);
     builder.build()
 }
 

@@ -352,7 +352,7 @@ fn build_http_client_factory(provider: &ServiceProvider) -> Result<HttpClientFac
             for origin in options.base_address.iter().chain(&options.allowed_origins) {
                 handler = handler.with_allowed_origin(origin);
             }
-            registration.set_innermost(Arc::new(handler));
+            registration.set_token_handler(handler);
         }
     }
     Ok(builder.build())

@@ -4,12 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::Method;
-use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
+use reqwest_middleware::ClientWithMiddleware;
 use url::Url;
 
 use super::error::HttpError;
-use super::invalid_url::{InvalidUrl, PLACEHOLDER_URL};
-use super::resolve::{redacted, resolve};
+use super::request::{InvalidUrl, RequestBuilder};
+use super::resolve::{Resolver, redacted};
+use crate::tokens::ClientAccessTokenHandler;
 
 /// A named HTTP client made by [`HttpClientFactory::create_client`](super::HttpClientFactory::create_client).
 ///
@@ -25,8 +26,8 @@ use super::resolve::{redacted, resolve};
 /// # A path that does not resolve
 ///
 /// [`get`](Self::get), [`post`](Self::post), ... and [`request`](Self::request) return a
-/// `reqwest_middleware::RequestBuilder`, like reqwest. When the path does not resolve (relative with
-/// no base address, not a URL, another scheme), nothing is sent and `send()` fails with
+/// [`RequestBuilder`], like reqwest. When the path does not resolve (relative with no base address,
+/// not a URL, another scheme), nothing is sent and `send()` fails with
 /// `reqwest_middleware::Error::Middleware` holding an [`HttpError::InvalidUrl`] (downcast it, or
 /// use [`try_request`](Self::try_request) to get the error before sending). [`get_string`](Self::get_string)
 /// returns the `HttpError::InvalidUrl` directly.
@@ -37,27 +38,51 @@ pub struct HttpClient {
 
 struct Inner {
     name: String,
-    base_address: Option<Url>,
+    resolver: Resolver,
+    /// The client without middleware: requests are built on it.
+    reqwest: reqwest::Client,
     client: ClientWithMiddleware,
-    /// Same reqwest client, with only the middleware that refuses an unresolved path.
-    reject: ClientWithMiddleware,
+    pipeline: Pipeline,
+}
+
+/// How a request goes through the middleware. The whole chain (`Inner::client`) works in every
+/// case; the first two skip reqwest-middleware's boxed chain (a boxed future per middleware and per
+/// request) when there is nothing or only the token handler to run.
+pub(crate) enum Pipeline {
+    /// No middleware: straight to reqwest.
+    Direct,
+    /// The token handler is the only middleware: called directly, then reqwest.
+    TokenHandler(Arc<ClientAccessTokenHandler>),
+    /// Any other chain.
+    Chain,
 }
 
 impl HttpClient {
     pub(crate) fn new(
         name: String,
         base_address: Option<Url>,
+        reqwest: reqwest::Client,
         client: ClientWithMiddleware,
-        reject: ClientWithMiddleware,
+        pipeline: Pipeline,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 name,
-                base_address,
+                resolver: Resolver::new(base_address),
+                reqwest,
                 client,
-                reject,
+                pipeline,
             }),
         }
+    }
+
+    /// How requests go through the middleware, the client without middleware, and the whole chain.
+    pub(crate) fn pipeline(&self) -> (&Pipeline, &reqwest::Client, &ClientWithMiddleware) {
+        (
+            &self.inner.pipeline,
+            &self.inner.reqwest,
+            &self.inner.client,
+        )
     }
 
     /// The client's registered name.
@@ -67,13 +92,15 @@ impl HttpClient {
 
     /// The base address relative paths are resolved against.
     pub fn base_address(&self) -> Option<&Url> {
-        self.inner.base_address.as_ref()
+        self.inner.resolver.base()
     }
 
     /// The full URL a path resolves to.
     pub fn resolve(&self, path: impl AsRef<str>) -> Result<Url, HttpError> {
         let path = path.as_ref();
-        resolve(self.base_address(), path)
+        self.inner
+            .resolver
+            .resolve(path)
             .map_err(|reason| HttpError::invalid_url(self.inner.name.clone(), path, reason))
     }
 
@@ -91,17 +118,15 @@ impl HttpClient {
     /// for a path that does not resolve.
     pub fn request(&self, method: Method, path: impl AsRef<str>) -> RequestBuilder {
         let path = path.as_ref();
-        match resolve(self.base_address(), path) {
-            Ok(url) => self.inner.client.request(method, url),
-            Err(reason) => self
-                .inner
-                .reject
-                .request(method, PLACEHOLDER_URL.clone())
-                .with_extension(InvalidUrl {
-                    client: self.inner.name.clone(),
+        match self.inner.resolver.resolve(path) {
+            Ok(url) => self.request_url(method, url),
+            Err(reason) => RequestBuilder::new(
+                self.clone(),
+                Err(InvalidUrl {
                     path: path.to_owned(),
                     reason,
                 }),
+            ),
         }
     }
 
@@ -112,7 +137,11 @@ impl HttpClient {
         path: impl AsRef<str>,
     ) -> Result<RequestBuilder, HttpError> {
         let url = self.resolve(path)?;
-        Ok(self.inner.client.request(method, url))
+        Ok(self.request_url(method, url))
+    }
+
+    fn request_url(&self, method: Method, url: Url) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), Ok(self.inner.reqwest.request(method, url)))
     }
 
     /// Starts a `GET` request.
@@ -155,9 +184,7 @@ impl HttpClient {
         let shown = redacted(&url);
         let method = Method::GET;
         let response = self
-            .inner
-            .client
-            .request(method.clone(), url)
+            .request_url(method.clone(), url)
             .send()
             .await
             .map_err(|source| HttpError::Request {
@@ -188,10 +215,7 @@ impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpClient")
             .field("name", &self.inner.name)
-            .field(
-                "base_address",
-                &self.inner.base_address.as_ref().map(redacted),
-            )
+            .field("base_address", &self.base_address().map(redacted))
             .finish_non_exhaustive()
     }
 }

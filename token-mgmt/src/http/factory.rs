@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use reqwest_middleware::{ClientWithMiddleware, Middleware};
+use reqwest_middleware::ClientWithMiddleware;
 
-use super::client::HttpClient;
+use super::client::{HttpClient, Pipeline};
 use super::error::CreateClientError;
-use super::invalid_url::RejectInvalidUrl;
 use super::registration::HttpClientRegistration;
 
 /// Collects the named client registrations; [`build`](Self::build) freezes them into a factory.
@@ -165,15 +164,20 @@ fn build_client(registration: &HttpClientRegistration) -> Result<HttpClient, Cre
                 name: name.to_owned(),
                 source,
             })?;
-    let client = ClientWithMiddleware::new(reqwest_client.clone(), registration.chain());
-    let reject_chain: Vec<Arc<dyn Middleware>> = vec![Arc::new(RejectInvalidUrl)];
-    let reject = ClientWithMiddleware::new(reqwest_client, reject_chain);
+    let chain = registration.chain();
+    let pipeline = match registration.sole_token_handler() {
+        Some(handler) => Pipeline::TokenHandler(Arc::clone(handler)),
+        None if chain.is_empty() => Pipeline::Direct,
+        None => Pipeline::Chain,
+    };
+    let client = ClientWithMiddleware::new(reqwest_client.clone(), chain);
     tracing::debug!(client = name, "built HTTP client");
     Ok(HttpClient::new(
         name.to_owned(),
         registration.options().base_address.clone(),
+        reqwest_client,
         client,
-        reject,
+        pipeline,
     ))
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use reqwest_middleware::Middleware;
 
 use super::options::HttpClientOptions;
+use crate::tokens::ClientAccessTokenHandler;
 
 type ConfigureBuilder = dyn Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync;
 
@@ -21,6 +22,8 @@ pub struct HttpClientRegistration {
     options: HttpClientOptions,
     middleware: Vec<Arc<dyn Middleware>>,
     innermost: Option<Arc<dyn Middleware>>,
+    /// The innermost middleware when it is a token handler set with `set_token_handler`.
+    token_handler: Option<Arc<ClientAccessTokenHandler>>,
     configure_builder: Vec<Arc<ConfigureBuilder>>,
 }
 
@@ -31,6 +34,7 @@ impl HttpClientRegistration {
             options: HttpClientOptions::default(),
             middleware: Vec::new(),
             innermost: None,
+            token_handler: None,
             configure_builder: Vec::new(),
         }
     }
@@ -82,7 +86,30 @@ impl HttpClientRegistration {
         &mut self,
         middleware: Arc<dyn Middleware>,
     ) -> Option<Arc<dyn Middleware>> {
+        self.token_handler = None;
         self.innermost.replace(middleware)
+    }
+
+    /// Sets a token handler as the innermost middleware (see [`set_innermost`](Self::set_innermost)).
+    /// Same chain as `set_innermost(Arc::new(handler))`, but when the handler is the client's only
+    /// middleware, requests call it directly rather than through reqwest-middleware's boxed chain.
+    /// Returns the innermost middleware it replaces, if any.
+    pub fn set_token_handler(
+        &mut self,
+        handler: ClientAccessTokenHandler,
+    ) -> Option<Arc<dyn Middleware>> {
+        let handler = Arc::new(handler);
+        let replaced = self.set_innermost(Arc::clone(&handler) as Arc<dyn Middleware>);
+        self.token_handler = Some(handler);
+        replaced
+    }
+
+    /// The token handler that can be called directly: set with
+    /// [`set_token_handler`](Self::set_token_handler) and the only middleware.
+    pub(crate) fn sole_token_handler(&self) -> Option<&Arc<ClientAccessTokenHandler>> {
+        self.token_handler
+            .as_ref()
+            .filter(|_| self.middleware.is_empty())
     }
 
     /// The innermost middleware, if one is set.

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use http::Extensions;
@@ -290,9 +291,9 @@ impl ClientAccessTokenHandler {
     /// remembers the DPoP nonce the response carries. A DPoP `401` asking for a nonce
     /// (`use_dpop_nonce`, RFC 9449 section 9) that brings one is resent once with a new proof, if
     /// `nonce_retry` is still set and the body can be replayed.
-    async fn send(
+    async fn send<F: Forward>(
         &self,
-        next: &Next<'_>,
+        next: &F,
         mut req: Request,
         extensions: &mut Extensions,
         token: &ClientAccessToken,
@@ -301,12 +302,12 @@ impl ClientAccessTokenHandler {
         if !token.is_dpop() {
             req.headers_mut()
                 .insert(AUTHORIZATION, token.authorization_header());
-            return next.clone().run(req, extensions).await;
+            return next.forward(req, extensions).await;
         }
         let url = req.url().clone();
         let retry = if *nonce_retry { req.try_clone() } else { None };
         self.authorize_dpop(&mut req, token)?;
-        let response = next.clone().run(req, extensions).await?;
+        let response = next.forward(req, extensions).await?;
         let nonce = self.remember_nonce(&url, &response);
         if !nonce || response.status() != StatusCode::UNAUTHORIZED || !asks_for_nonce(&response) {
             return Ok(response);
@@ -318,7 +319,7 @@ impl ClientAccessTokenHandler {
         tracing::debug!(client = %self.client_name, "the API asked for a DPoP nonce; resending once");
         drop(response);
         self.authorize_dpop(&mut retry, token)?;
-        let response = next.clone().run(retry, extensions).await?;
+        let response = next.forward(retry, extensions).await?;
         self.remember_nonce(&url, &response);
         Ok(response)
     }
@@ -479,16 +480,18 @@ fn error_parameter(challenge: &str) -> Option<String> {
     None
 }
 
-#[async_trait::async_trait]
-impl Middleware for ClientAccessTokenHandler {
-    async fn handle(
+impl ClientAccessTokenHandler {
+    /// What the handler does per request (see [the type docs](ClientAccessTokenHandler)), whatever
+    /// sends the authorized request on: the rest of a middleware chain, or reqwest itself when an
+    /// [`HttpClient`](crate::http::HttpClient) calls the handler directly.
+    pub(crate) async fn handle_request<F: Forward>(
         &self,
         req: Request,
         extensions: &mut Extensions,
-        next: Next<'_>,
+        next: &F,
     ) -> reqwest_middleware::Result<Response> {
         if extensions.get::<SkipAccessToken>().is_some() {
-            return next.run(req, extensions).await;
+            return next.forward(req, extensions).await;
         }
         self.check_origin(req.url())
             .map_err(reqwest_middleware::Error::middleware)?;
@@ -504,12 +507,75 @@ impl Middleware for ClientAccessTokenHandler {
         let replay = req.try_clone();
         let mut nonce_retry = true;
         let response = self
-            .send(&next, req, extensions, &token, &mut nonce_retry)
+            .send(next, req, extensions, &token, &mut nonce_retry)
             .await?;
-        if response.status() != StatusCode::UNAUTHORIZED || !self.renewal_can_help(&response) {
+        if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
+        self.after_unauthorized(
+            next,
+            Rejected {
+                response,
+                token,
+                replay,
+            },
+            parameters,
+            extensions,
+            &mut nonce_retry,
+        )
+        .await
+    }
 
+    /// The synchronous start of [`handle_request`](Self::handle_request) for the common case: a
+    /// request with the handler's own parameters whose token is in the cache (fresh, or due and
+    /// being renewed) and is a Bearer token. Checks the origin, sets `Authorization`, and returns the
+    /// token and the copy of the request kept for a 401 replay; the caller sends `req` and hands a
+    /// 401 to [`after_unauthorized`](Self::after_unauthorized). `Ok(None)` for anything else (no
+    /// token at hand, DPoP, per-request parameters, [`SkipAccessToken`]): `req` is untouched and
+    /// takes `handle_request`.
+    pub(crate) fn authorize_now(
+        &self,
+        req: &mut Request,
+        extensions: &Extensions,
+    ) -> reqwest_middleware::Result<Option<Authorized>> {
+        if extensions.get::<SkipAccessToken>().is_some()
+            || extensions.get::<TokenRequestParameters>().is_some()
+        {
+            return Ok(None);
+        }
+        self.check_origin(req.url())
+            .map_err(reqwest_middleware::Error::middleware)?;
+        let Some(token) = self
+            .service
+            .ready_token(&self.client_name, &self.parameters)
+            .filter(|token| !token.is_dpop())
+        else {
+            return Ok(None);
+        };
+        let replay = req.try_clone();
+        req.headers_mut()
+            .insert(AUTHORIZATION, token.authorization_header());
+        Ok(Some(Authorized { token, replay }))
+    }
+
+    /// What to do with a `401` to a request authorized with `rejected.token`: when a new token can
+    /// fix it (see the type docs), renew and resend the replay copy once; otherwise return the 401.
+    pub(crate) async fn after_unauthorized<F: Forward>(
+        &self,
+        next: &F,
+        rejected: Rejected,
+        parameters: &TokenRequestParameters,
+        extensions: &mut Extensions,
+        nonce_retry: &mut bool,
+    ) -> reqwest_middleware::Result<Response> {
+        let Rejected {
+            response,
+            token,
+            replay,
+        } = rejected;
+        if !self.renewal_can_help(&response) {
+            return Ok(response);
+        }
         let Some(replay) = replay else {
             tracing::debug!(
                 client = %self.client_name,
@@ -527,7 +593,7 @@ impl Middleware for ClientAccessTokenHandler {
                 );
                 metrics::count(names::UNAUTHORIZED_REPLAYS, &self.client_name);
                 drop(response);
-                self.send(&next, replay, extensions, &renewed, &mut nonce_retry)
+                self.send(next, replay, extensions, &renewed, nonce_retry)
                     .await
             }
             Ok(_same) => {
@@ -546,6 +612,81 @@ impl Middleware for ClientAccessTokenHandler {
                 Ok(response)
             }
         }
+    }
+}
+
+/// A request [`ClientAccessTokenHandler::authorize_now`] authorized.
+pub(crate) struct Authorized {
+    /// The token in its `Authorization` header.
+    pub(crate) token: ClientAccessToken,
+    /// A copy taken before the token went in, to resend after a 401; `None` for a streaming body.
+    pub(crate) replay: Option<Request>,
+}
+
+impl Authorized {
+    /// The request got `response`, a 401.
+    pub(crate) fn rejected(self, response: Response) -> Rejected {
+        Rejected {
+            response,
+            token: self.token,
+            replay: self.replay,
+        }
+    }
+}
+
+/// A `401` to a request authorized with `token`.
+pub(crate) struct Rejected {
+    response: Response,
+    token: ClientAccessToken,
+    replay: Option<Request>,
+}
+
+#[async_trait::async_trait]
+impl Middleware for ClientAccessTokenHandler {
+    async fn handle(
+        &self,
+        req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        self.handle_request(req, extensions, &next).await
+    }
+}
+
+/// Where the handler sends a request once it is authorized.
+///
+/// Generic rather than `dyn`, so that an `HttpClient` whose only middleware is the handler calls it
+/// without reqwest-middleware's boxed chain: the whole request is one future, with no allocation of
+/// its own.
+pub(crate) trait Forward: Sync {
+    /// Sends `req` on.
+    fn forward<'a>(
+        &'a self,
+        req: Request,
+        extensions: &'a mut Extensions,
+    ) -> impl Future<Output = reqwest_middleware::Result<Response>> + Send + 'a;
+}
+
+/// The rest of a middleware chain.
+impl Forward for Next<'_> {
+    fn forward<'a>(
+        &'a self,
+        req: Request,
+        extensions: &'a mut Extensions,
+    ) -> impl Future<Output = reqwest_middleware::Result<Response>> + Send + 'a {
+        self.clone().run(req, extensions)
+    }
+}
+
+/// The network.
+impl Forward for reqwest::Client {
+    fn forward<'a>(
+        &'a self,
+        req: Request,
+        _extensions: &'a mut Extensions,
+    ) -> impl Future<Output = reqwest_middleware::Result<Response>> + Send + 'a {
+        let response = self.execute(req);
+        async move { response.await.map_err(reqwest_middleware::Error::Reqwest) }
     }
 }
 

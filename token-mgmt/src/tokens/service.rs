@@ -557,20 +557,8 @@ impl AccessTokenManagementService {
             .ok_or_else(|| table.unknown(client_name))?;
         if parameters.is_client_default() {
             if !parameters.force_renewal {
-                if let Some(token) = inner.cache.get_cached(&client.default_key) {
-                    let now = inner.clock.now();
-                    match token.freshness_at(now) {
-                        Freshness::Fresh => {
-                            token.touch(now);
-                            client.hits.increment(1);
-                            return Ok(token);
-                        }
-                        Freshness::Due => {
-                            let request = inner.default_request(client);
-                            return Ok(inner.serve_due(&request, token, now));
-                        }
-                        Freshness::Expired => {}
-                    }
+                if let Some(token) = inner.ready(client) {
+                    return Ok(token);
                 }
             }
             // Miss: boxed so that the hit path's future stays small.
@@ -579,6 +567,22 @@ impl AccessTokenManagementService {
         }
         let request = inner.request_for(client, parameters)?;
         Box::pin(Arc::clone(inner).acquire(request, forced(parameters))).await
+    }
+
+    /// The token [`get_client_access_token`](Self::get_client_access_token) would return without
+    /// waiting: the cached one if it is fresh, or due (its renewal then starts in the background).
+    /// `None` when that call would wait or fail: a miss, an expired token, parameters other than the
+    /// client's defaults, an unknown client.
+    pub(crate) fn ready_token(
+        &self,
+        client_name: &str,
+        parameters: &TokenRequestParameters,
+    ) -> Option<ClientAccessToken> {
+        if !parameters.is_client_default() || parameters.force_renewal {
+            return None;
+        }
+        let table = self.inner.clients.load();
+        self.inner.ready(table.get(client_name)?)
     }
 
     /// A token to replace `client_name`'s token that an API rejected (a 401): a forced renewal,
@@ -790,6 +794,25 @@ impl Inner {
     ) -> Result<Request, TokenError> {
         let client = self.client(client_name)?;
         self.request_for(&client, parameters)
+    }
+
+    /// The client's default token, if it can be served now: fresh, or due (then served at once
+    /// while it is renewed in the background).
+    fn ready(self: &Arc<Self>, client: &Arc<ClientState>) -> Option<ClientAccessToken> {
+        let token = self.cache.get_cached(&client.default_key)?;
+        let now = self.clock.now();
+        match token.freshness_at(now) {
+            Freshness::Fresh => {
+                token.touch(now);
+                client.hits.increment(1);
+                Some(token)
+            }
+            Freshness::Due => {
+                let request = self.default_request(client);
+                Some(self.serve_due(&request, token, now))
+            }
+            Freshness::Expired => None,
+        }
     }
 
     /// A due token is served at once; its renewal starts in the background.
