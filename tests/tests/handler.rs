@@ -1,7 +1,8 @@
 //! `ClientAccessTokenHandler` against the embedded demo token service and protected API on loopback.
 //!
-//! Most tests use the handler on its own, in a plain `reqwest_middleware::ClientBuilder` (no factory,
-//! no container); `factory_*` tests plug it into `HttpClientFactory` as the innermost middleware.
+//! Most tests run twice (`both_ways!`): with the handler on its own in a plain
+//! `reqwest_middleware::ClientBuilder`, and as the only middleware of an `HttpClient`, which calls it
+//! directly; `factory_*` tests plug it into `HttpClientFactory` below other middleware.
 //!
 //! Run with `cargo test -p token-mgmt-tests --test handler`.
 //!
@@ -22,7 +23,7 @@ use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderValue, StatusCode};
 use reqwest::{Request, Response};
 use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
-use token_mgmt::http::{HttpClientFactory, HttpError};
+use token_mgmt::http::{HttpClient, HttpClientFactory, HttpError};
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessTokenHandler,
     ManualClock, SkipAccessToken, TokenClientOptions, TokenError, TokenRequestParameters,
@@ -59,11 +60,109 @@ fn service_with(
     AccessTokenManagementService::new(options).unwrap()
 }
 
-/// The handler alone in a plain reqwest-middleware client.
-fn standalone(handler: ClientAccessTokenHandler) -> ClientWithMiddleware {
-    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(handler)
-        .build()
+/// How a test's requests reach the handler.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// The handler alone in a plain reqwest-middleware client (its `Middleware` impl).
+    Chain,
+    /// The handler as the only middleware of an `HttpClient`, which calls it directly (no boxed
+    /// chain; the request goes out from the request's own future when the token is cached).
+    Direct,
+}
+
+/// Runs a test twice, through both ways a request reaches the handler (`<name>::chain` and
+/// `<name>::direct`): the two must behave the same.
+macro_rules! both_ways {
+    ($(#[$attr:meta])* async fn $name:ident($via:ident: Via) $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn run($via: Via) $body
+
+            $(#[$attr])*
+            async fn chain() {
+                run(Via::Chain).await
+            }
+
+            $(#[$attr])*
+            async fn direct() {
+                run(Via::Direct).await
+            }
+        }
+    };
+}
+
+/// A client whose only middleware is `handler`, reached `via` one way or the other.
+#[derive(Clone)]
+enum TestClient {
+    Chain(ClientWithMiddleware),
+    Direct(HttpClient),
+}
+
+fn client_via(via: Via, handler: ClientAccessTokenHandler) -> TestClient {
+    match via {
+        Via::Chain => TestClient::Chain(
+            reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+                .with(handler)
+                .build(),
+        ),
+        Via::Direct => {
+            let mut builder = HttpClientFactory::builder();
+            builder.register("direct").set_token_handler(handler);
+            TestClient::Direct(builder.build().create_client("direct").unwrap())
+        }
+    }
+}
+
+impl TestClient {
+    fn get(&self, url: Url) -> TestRequest {
+        match self {
+            TestClient::Chain(client) => TestRequest::Chain(client.get(url)),
+            TestClient::Direct(client) => TestRequest::Direct(client.get(url)),
+        }
+    }
+
+    fn post(&self, url: Url) -> TestRequest {
+        match self {
+            TestClient::Chain(client) => TestRequest::Chain(client.post(url)),
+            TestClient::Direct(client) => TestRequest::Direct(client.post(url)),
+        }
+    }
+}
+
+enum TestRequest {
+    Chain(reqwest_middleware::RequestBuilder),
+    Direct(token_mgmt::http::RequestBuilder),
+}
+
+impl TestRequest {
+    fn header(self, name: http::HeaderName, value: &'static str) -> Self {
+        match self {
+            TestRequest::Chain(request) => TestRequest::Chain(request.header(name, value)),
+            TestRequest::Direct(request) => TestRequest::Direct(request.header(name, value)),
+        }
+    }
+
+    fn body(self, body: impl Into<reqwest::Body>) -> Self {
+        match self {
+            TestRequest::Chain(request) => TestRequest::Chain(request.body(body)),
+            TestRequest::Direct(request) => TestRequest::Direct(request.body(body)),
+        }
+    }
+
+    fn with_extension<T: Clone + Send + Sync + 'static>(self, extension: T) -> Self {
+        match self {
+            TestRequest::Chain(request) => TestRequest::Chain(request.with_extension(extension)),
+            TestRequest::Direct(request) => TestRequest::Direct(request.with_extension(extension)),
+        }
+    }
+
+    async fn send(self) -> reqwest_middleware::Result<Response> {
+        match self {
+            TestRequest::Chain(request) => request.send().await,
+            TestRequest::Direct(request) => request.send().await,
+        }
+    }
 }
 
 fn api(demo: &DemoServer, path: &str) -> Url {
@@ -137,10 +236,11 @@ impl Middleware for SeesAuthorization {
 
 // (a) ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn standalone_calls_are_authorized_with_one_token_request() {
+both_ways! {
+    #[tokio::test]
+    async fn standalone_calls_are_authorized_with_one_token_request(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base()),
     );
@@ -154,6 +254,7 @@ async fn standalone_calls_are_authorized_with_one_token_request() {
     assert_eq!(counters.api_requests, 10);
     assert_eq!(counters.api_authorized, 10);
     assert_eq!(counters.token_requests, 1);
+}
 }
 
 #[tokio::test]
@@ -186,10 +287,11 @@ async fn factory_innermost_handler_authorizes_every_call_below_outer_middleware(
 
 // (b) ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn revoked_token_is_renewed_once_and_the_request_resent() {
+both_ways! {
+    #[tokio::test]
+    async fn revoked_token_is_renewed_once_and_the_request_resent(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base()),
     );
@@ -217,15 +319,17 @@ async fn revoked_token_is_renewed_once_and_the_request_resent() {
     claims_ok(&client, &demo).await;
     assert_eq!(demo.counters().token_requests, 2);
 }
+}
 
-async fn claims_ok(client: &ClientWithMiddleware, demo: &DemoServer) -> ApiClaims {
+async fn claims_ok(client: &TestClient, demo: &DemoServer) -> ApiClaims {
     claims(client.get(api(demo, "test")).send().await.unwrap()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_401s_share_one_renewal() {
+both_ways! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_401s_share_one_renewal(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base()),
     );
@@ -247,6 +351,7 @@ async fn concurrent_401s_share_one_renewal() {
     let counters = demo.counters();
     assert_eq!(counters.token_requests, 2, "one renewal for all of them");
     assert_eq!(counters.api_authorized, 21);
+}
 }
 
 /// A server that holds the first request it receives until released, then answers it `401`; later
@@ -287,12 +392,13 @@ impl Gate {
     }
 }
 
-#[tokio::test]
-async fn a_401_after_another_request_renewed_the_token_reuses_that_renewal() {
+both_ways! {
+    #[tokio::test]
+    async fn a_401_after_another_request_renewed_the_token_reuses_that_renewal(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let gate = Gate::default();
     let gated = gate.start().await;
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base())
             .with_allowed_origin(&gated),
@@ -317,14 +423,16 @@ async fn a_401_after_another_request_renewed_the_token_reuses_that_renewal() {
     assert_eq!(seen.len(), 2);
     assert_ne!(seen[0], seen[1], "resent with the renewed token");
 }
+}
 
 // (c) ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_second_401_is_returned_without_a_loop() {
+both_ways! {
+    #[tokio::test]
+    async fn a_second_401_is_returned_without_a_loop(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let server = AlwaysUnauthorized::start().await;
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&server.url()),
     );
@@ -340,13 +448,15 @@ async fn a_second_401_is_returned_without_a_loop() {
     assert_ne!(first, second, "the resend carries the renewed token");
     assert_eq!(demo.counters().token_requests, 2);
 }
+}
 
 // (d) ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_streaming_body_gets_its_401_back_without_a_resend() {
+both_ways! {
+    #[tokio::test]
+    async fn a_streaming_body_gets_its_401_back_without_a_resend(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base()),
     );
@@ -377,6 +487,7 @@ async fn a_streaming_body_gets_its_401_back_without_a_resend() {
     assert_eq!(counters.api_invalid_token, 1, "no second rejected attempt");
     assert_eq!(counters.api_authorized, 1);
 }
+}
 
 // (e) ---------------------------------------------------------------------------------------------
 
@@ -391,11 +502,12 @@ fn assert_endpoint_error(error: &TokenError) {
     }
 }
 
-#[tokio::test]
-async fn token_endpoint_failure_fails_the_call_without_sending_it() {
+both_ways! {
+    #[tokio::test]
+    async fn token_endpoint_failure_fails_the_call_without_sending_it(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     demo.set_token_endpoint_failure(Some((StatusCode::BAD_REQUEST, FAILURE_BODY.to_owned())));
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base()),
     );
@@ -414,6 +526,7 @@ async fn token_endpoint_failure_fails_the_call_without_sending_it() {
     // Errors are not cached: once the endpoint recovers, the same client works.
     demo.set_token_endpoint_failure(None);
     claims_ok(&client, &demo).await;
+}
 }
 
 #[tokio::test]
@@ -440,12 +553,13 @@ async fn factory_token_error_is_reachable_from_the_http_error() {
 
 // (f) ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_redirect_to_another_origin_does_not_carry_the_token() {
+both_ways! {
+    #[tokio::test]
+    async fn a_redirect_to_another_origin_does_not_carry_the_token(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let other = RecordingServer::start().await.unwrap();
     // The other server is allowed too, so only the redirect rule keeps the token from it.
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base())
             .with_allowed_origin(&other.url()),
@@ -475,11 +589,13 @@ async fn a_redirect_to_another_origin_does_not_carry_the_token() {
     );
     assert_eq!(demo.counters().redirects, 1);
 }
+}
 
-#[tokio::test]
-async fn a_same_origin_redirect_keeps_the_token() {
+both_ways! {
+    #[tokio::test]
+    async fn a_same_origin_redirect_keeps_the_token(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base()),
     );
@@ -494,13 +610,15 @@ async fn a_same_origin_redirect_keeps_the_token() {
     assert_eq!(counters.redirects, 1);
     assert_eq!(counters.api_authorized, 1);
 }
+}
 
 // (g) ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_requests_on_a_cold_cache_make_one_token_request() {
+both_ways! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_hundred_concurrent_requests_on_a_cold_cache_make_one_token_request(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&demo.api_base()),
     );
@@ -521,15 +639,17 @@ async fn two_hundred_concurrent_requests_on_a_cold_cache_make_one_token_request(
     assert_eq!(counters.token_requests, 1);
     assert_eq!(counters.api_authorized, 200);
 }
+}
 
 // (h) ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn skip_access_token_sends_no_authorization_and_asks_for_no_token() {
+both_ways! {
+    #[tokio::test]
+    async fn skip_access_token_sends_no_authorization_and_asks_for_no_token(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let other = RecordingServer::start().await.unwrap();
     let service = service_for(&demo, "m2m");
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service.clone(), CLIENT)
             .with_allowed_origin(&demo.api_base())
             .with_allowed_origin(&other.url()),
@@ -571,12 +691,14 @@ async fn skip_access_token_sends_no_authorization_and_asks_for_no_token() {
     assert_eq!(counters.token_requests, 1);
     assert_eq!(counters.api_unauthenticated, 1);
 }
+}
 
-#[tokio::test]
-async fn per_request_force_renewal_requests_a_new_token() {
+both_ways! {
+    #[tokio::test]
+    async fn per_request_force_renewal_requests_a_new_token(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
     let other = RecordingServer::start().await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
             .with_allowed_origin(&other.url()),
     );
@@ -599,14 +721,16 @@ async fn per_request_force_renewal_requests_a_new_token() {
     assert_ne!(headers[0], headers[1], "a forced renewal sends a new token");
     assert_eq!(headers[1], headers[2], "which then replaces the cached one");
 }
+}
 
-#[tokio::test]
-async fn per_request_and_per_handler_scopes() {
+both_ways! {
+    #[tokio::test]
+    async fn per_request_and_per_handler_scopes(via: Via) {
     let config = DemoConfig::empty()
         .with_client(DemoClient::new("multi", "secret").with_scopes(["api", "other"]));
     let demo = DemoServer::start(config).await.unwrap();
     let service = service_with(&demo, "multi", |c| c.scope = Some("api".into()));
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service.clone(), CLIENT)
             .with_allowed_origin(&demo.api_base()),
     );
@@ -630,18 +754,20 @@ async fn per_request_and_per_handler_scopes() {
         .with_allowed_origin(&demo.api_base())
         .with_parameters(other_scope);
     assert_eq!(fixed.parameters().scope.as_deref(), Some("other"));
-    let fixed = standalone(fixed);
+    let fixed = client_via(via, fixed);
     assert_eq!(claims_ok(&fixed, &demo).await.scope, "other");
     assert_eq!(claims_ok(&client, &demo).await.scope, "api");
     assert_eq!(demo.counters().token_requests, 2);
 }
+}
 
-#[tokio::test]
-async fn per_request_parameters_are_renewed_on_401() {
+both_ways! {
+    #[tokio::test]
+    async fn per_request_parameters_are_renewed_on_401(via: Via) {
     let config = DemoConfig::empty()
         .with_client(DemoClient::new("multi", "secret").with_scopes(["api", "other"]));
     let demo = DemoServer::start(config).await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(
             service_with(&demo, "multi", |c| c.scope = Some("api".into())),
             CLIENT,
@@ -665,11 +791,13 @@ async fn per_request_parameters_are_renewed_on_401() {
     assert_eq!(counters.token_requests, 2);
     assert_eq!(counters.api_invalid_token, 1);
 }
+}
 
 // (i) ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn an_expired_token_is_replaced_before_it_is_sent() {
+both_ways! {
+    #[tokio::test]
+    async fn an_expired_token_is_replaced_before_it_is_sent(via: Via) {
     // `m2m.short` tokens live 75 s; the service renews them after 37.5 s (half the lifetime, as it
     // is shorter than twice the 60 s buffer) and never serves them past 70 s (the 5 s margin).
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
@@ -689,7 +817,7 @@ async fn an_expired_token_is_replaced_before_it_is_sent() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service, CLIENT).with_allowed_origin(&demo.api_base()),
     );
 
@@ -710,6 +838,7 @@ async fn an_expired_token_is_replaced_before_it_is_sent() {
         "the expired token was never sent"
     );
     assert_eq!(counters.api_authorized, 3);
+}
 }
 
 // Debug -------------------------------------------------------------------------------------------
@@ -732,10 +861,11 @@ async fn debug_shows_the_client_name_only() {
     assert_eq!(handler.client_name(), CLIENT);
 }
 
-#[tokio::test]
-async fn an_unknown_token_client_fails_every_request_without_sending_it() {
+both_ways! {
+    #[tokio::test]
+    async fn an_unknown_token_client_fails_every_request_without_sending_it(via: Via) {
     let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
-    let client = standalone(
+    let client = client_via(via,
         ClientAccessTokenHandler::new(service_for(&demo, "m2m"), "nobody")
             .with_allowed_origin(&demo.api_base()),
     );
@@ -748,4 +878,5 @@ async fn an_unknown_token_client_fails_every_request_without_sending_it() {
         Some(TokenError::UnknownClient { name, .. }) if name == "nobody"
     ));
     assert_eq!(demo.counters().api_requests, 0);
+}
 }

@@ -121,7 +121,8 @@ pub struct SkipAccessToken;
 /// # Per-request options
 ///
 /// Through the request's [`http::Extensions`]
-/// ([`reqwest_middleware::RequestBuilder::with_extension`]):
+/// ([`RequestBuilder::with_extension`](crate::http::RequestBuilder::with_extension), or
+/// `reqwest_middleware::RequestBuilder::with_extension`):
 /// - [`SkipAccessToken`]: send this request without a token (and without asking for one);
 /// - [`TokenRequestParameters`]: use these parameters instead of the handler's for this request: force
 ///   a renewal, ask for another scope or resource.
@@ -552,7 +553,7 @@ impl ClientAccessTokenHandler {
         else {
             return Ok(None);
         };
-        let replay = req.try_clone();
+        let replay = replay_copy(req);
         req.headers_mut()
             .insert(AUTHORIZATION, token.authorization_header());
         Ok(Some(Authorized { token, replay }))
@@ -613,6 +614,21 @@ impl ClientAccessTokenHandler {
             }
         }
     }
+}
+
+/// A copy of `req` to resend after a 401, or `None` if its body is a stream; for requests built by
+/// a `reqwest::RequestBuilder`, whose only extension is the request timeout.
+///
+/// `Request::try_clone` always allocates the copy's extension map to set its timeout, none or not (a
+/// hash map per request); a request without body or timeout, most of them, is copied here without.
+fn replay_copy(req: &Request) -> Option<Request> {
+    if req.body().is_some() || req.timeout().is_some() {
+        return req.try_clone();
+    }
+    let mut copy = Request::new(req.method().clone(), req.url().clone());
+    *copy.headers_mut() = req.headers().clone();
+    *copy.version_mut() = req.version();
+    Some(copy)
 }
 
 /// A request [`ClientAccessTokenHandler::authorize_now`] authorized.
@@ -737,6 +753,39 @@ mod tests {
                     "allowed {allowed}, request to {url}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_replay_copy_is_the_request() {
+        let client = reqwest::Client::new();
+        let requests = [
+            client.get("https://api.example/a?x=1"),
+            client
+                .delete("https://api.example/b")
+                .header("x-trace", "1")
+                .header("x-trace", "2")
+                .version(reqwest::Version::HTTP_2),
+            client
+                .post("https://api.example/c")
+                .body("payload")
+                .timeout(std::time::Duration::from_secs(3)),
+            client
+                .get("https://api.example/d")
+                .timeout(std::time::Duration::from_secs(5)),
+        ];
+        for request in requests {
+            let request = request.build().unwrap();
+            let copy = super::replay_copy(&request).expect("no stream body");
+            assert_eq!(copy.method(), request.method());
+            assert_eq!(copy.url(), request.url());
+            assert_eq!(copy.headers(), request.headers());
+            assert_eq!(copy.version(), request.version());
+            assert_eq!(copy.timeout(), request.timeout());
+            assert_eq!(
+                copy.body().and_then(reqwest::Body::as_bytes),
+                request.body().and_then(reqwest::Body::as_bytes)
+            );
         }
     }
 
