@@ -18,6 +18,7 @@ subjects=(
   "oauth2 5 + tokio RwLock cache"
   "token-mgmt (create_client per request)"
   "token-mgmt (client reused)"
+  "token-mgmt without default timeout (client reused)"
   "token-mgmt HttpClient, fixed header, no token handler"
 )
 count() {

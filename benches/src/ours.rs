@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use token_mgmt::http::{HttpClient, HttpClientFactory};
+use token_mgmt::http::{DEFAULT_TIMEOUT, HttpClient, HttpClientFactory};
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, AssertionContext,
     ClientAccessToken, ClientAssertionProvider, ClientAuthentication, ClientSecretJwt, DpopKey,
@@ -120,12 +120,24 @@ fn factory_with_token_handler(
     name: &str,
     api_base: &Url,
 ) -> HttpClientFactory {
+    factory_with_timeout(service, name, api_base, Some(DEFAULT_TIMEOUT))
+}
+
+/// [`factory_with_token_handler`] with another overall request timeout (`None`: none, as plain
+/// reqwest and the peers).
+fn factory_with_timeout(
+    service: &AccessTokenManagementService,
+    name: &str,
+    api_base: &Url,
+    timeout: Option<Duration>,
+) -> HttpClientFactory {
     // Tokens go only to the API's origin (a handler without an allowed origin refuses every request).
     let handler = token_mgmt::tokens::ClientAccessTokenHandler::new(service.clone(), name)
         .with_allowed_origin(api_base);
     let mut builder = HttpClientFactory::builder();
     let registration = builder.register(name);
     registration.options_mut().base_address = Some(api_base.clone());
+    registration.options_mut().timeout = timeout;
     registration.set_token_handler(handler);
     builder.build()
 }
@@ -166,6 +178,16 @@ pub async fn request_subjects(
             async move { send(&client).await }
         })
     };
+    // The default 100 s request timeout (a tokio timer per request in reqwest) off, as in plain
+    // reqwest and the peers: the same work as theirs.
+    let without_timeout = {
+        let factory = factory_with_timeout(&service, client_id, &servers.api.base_url(), None);
+        let client = factory.create_client(client_id)?;
+        request_fn(move || {
+            let client = client.clone();
+            async move { send(&client).await }
+        })
+    };
     // The same named client without the token handler, the warm token as a fixed default header:
     // separates the cost of the HTTP client layer (path resolution, reqwest-middleware) from the
     // token handler's.
@@ -191,6 +213,10 @@ pub async fn request_subjects(
             per_request,
         ),
         ("token-mgmt (client reused)".to_owned(), reused),
+        (
+            "token-mgmt without default timeout (client reused)".to_owned(),
+            without_timeout,
+        ),
         (
             "token-mgmt HttpClient, fixed header, no token handler".to_owned(),
             without_handler,

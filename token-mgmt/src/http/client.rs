@@ -85,6 +85,14 @@ impl HttpClient {
         )
     }
 
+    /// The token handler, when it is the only middleware.
+    pub(crate) fn token_handler(&self) -> Option<&Arc<ClientAccessTokenHandler>> {
+        match &self.inner.pipeline {
+            Pipeline::TokenHandler(handler) => Some(handler),
+            _ => None,
+        }
+    }
+
     /// The client's registered name.
     pub fn name(&self) -> &str {
         &self.inner.name

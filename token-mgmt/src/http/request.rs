@@ -2,15 +2,21 @@
 //! client's middleware.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::Extensions;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use pin_project_lite::pin_project;
 use reqwest::{Body, Request, Response, StatusCode, Version};
 use serde::Serialize;
 
 use super::client::{HttpClient, Pipeline};
 use super::error::{HttpError, InvalidUrlReason};
+use crate::tokens::Authorized;
 
 /// A request being built by an [`HttpClient`] ([`get`](HttpClient::get), [`post`](HttpClient::post),
 /// [`request`](HttpClient::request), ...).
@@ -156,60 +162,173 @@ impl RequestBuilder {
 
     /// Runs the client's middleware on the request, then sends it.
     ///
+    /// Nothing happens until the future is polled (the token is read then, not when `send` is
+    /// called).
+    ///
     /// # Errors
     ///
     /// As `reqwest_middleware::RequestBuilder::send`: `Error::Reqwest` for what reqwest reports
     /// (connection, timeout, redirect loop), `Error::Middleware` for what a middleware refuses (a
     /// [`TokenError`](crate::tokens::TokenError) when no token can be had, a
     /// [`ForeignOriginError`](crate::tokens::ForeignOriginError), an [`HttpError::InvalidUrl`]).
-    pub async fn send(self) -> reqwest_middleware::Result<Response> {
-        let Self {
-            client,
-            request,
-            mut extensions,
-        } = self;
-        let mut request = match request {
-            Ok(request) => request
-                .build()
-                .map_err(reqwest_middleware::Error::Reqwest)?,
-            Err(invalid) => return Err(invalid_url(&client, *invalid)),
-        };
-        let (pipeline, reqwest, chain) = client.pipeline();
-        match pipeline {
-            Pipeline::Direct => reqwest
-                .execute(request)
-                .await
-                .map_err(reqwest_middleware::Error::Reqwest),
-            // Most requests: the token is at hand, the request goes out from this future (no
-            // boxed future per middleware); the rest of the handler runs only on a 401.
-            Pipeline::TokenHandler(handler) => {
-                let Some(authorized) = handler.authorize_now(&mut request, &extensions)? else {
-                    return Box::pin(handler.handle_request(request, &mut extensions, reqwest))
-                        .await;
-                };
-                let response = reqwest
-                    .execute(request)
-                    .await
-                    .map_err(reqwest_middleware::Error::Reqwest)?;
-                if response.status() != StatusCode::UNAUTHORIZED {
-                    return Ok(response);
+    pub fn send(self) -> impl Future<Output = reqwest_middleware::Result<Response>> + Send {
+        SendRequest {
+            state: State::Start { builder: self },
+            execute: |client: &reqwest::Client, request| client.execute(request),
+        }
+    }
+}
+
+type BoxedResponse =
+    Pin<Box<dyn Future<Output = reqwest_middleware::Result<Response>> + Send + 'static>>;
+
+pin_project! {
+    /// The future of [`RequestBuilder::send`], written out rather than `async` so that it stays
+    /// small (reqwest's own future is a pointer) and the common case, a token at hand, takes no
+    /// allocation of its own: on the path of every request, an `async fn` holding the builder, the
+    /// request, the replay copy and the response was 1.3 KB, copied several times per request.
+    /// `P` is reqwest's (unnameable) future, made by `execute`.
+    struct SendRequest<P, E> {
+        #[pin]
+        state: State<P>,
+        execute: E,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    #[project_replace = StateReplace]
+    enum State<P> {
+        Start { builder: RequestBuilder },
+        /// reqwest is sending; `authorized` is set when the token handler authorized the request
+        /// itself, and is what a 401 needs.
+        Sending {
+            #[pin]
+            pending: P,
+            client: HttpClient,
+            authorized: Option<Authorized>,
+            extensions: Extensions,
+        },
+        /// Any other case: the middleware chain, the token handler waiting for a token, a 401.
+        Boxed { future: BoxedResponse },
+        Done,
+    }
+}
+
+impl<P, E> Future for SendRequest<P, E>
+where
+    P: Future<Output = reqwest::Result<Response>>,
+    E: Fn(&reqwest::Client, Request) -> P,
+{
+    type Output = reqwest_middleware::Result<Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProjection::Start { .. } => {
+                    let StateReplace::Start { builder } =
+                        this.state.as_mut().project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Start")
+                    };
+                    match start(builder, this.execute) {
+                        Ok(next) => this.state.set(next),
+                        Err(error) => return Poll::Ready(Err(error)),
+                    }
                 }
-                Box::pin(handler.after_unauthorized(
-                    reqwest,
-                    authorized.rejected(response),
-                    handler.parameters(),
-                    &mut extensions,
-                    &mut true,
-                ))
-                .await
-            }
-            Pipeline::Chain => {
-                chain
-                    .execute_with_extensions(request, &mut extensions)
-                    .await
+                StateProjection::Sending { pending, .. } => {
+                    let response = ready!(pending.poll(cx));
+                    let StateReplace::Sending {
+                        client,
+                        authorized,
+                        extensions,
+                        ..
+                    } = this.state.as_mut().project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Sending")
+                    };
+                    let response = response.map_err(reqwest_middleware::Error::Reqwest)?;
+                    match (authorized, client.token_handler()) {
+                        (Some(authorized), Some(handler))
+                            if response.status() == StatusCode::UNAUTHORIZED =>
+                        {
+                            let handler = Arc::clone(handler);
+                            let future = Box::pin(async move {
+                                let mut extensions = extensions;
+                                let reqwest = client.pipeline().1;
+                                handler
+                                    .after_unauthorized(
+                                        reqwest,
+                                        authorized.rejected(response),
+                                        handler.parameters(),
+                                        &mut extensions,
+                                        &mut true,
+                                    )
+                                    .await
+                            });
+                            this.state.set(State::Boxed { future });
+                        }
+                        _ => return Poll::Ready(Ok(response)),
+                    }
+                }
+                StateProjection::Boxed { future } => {
+                    let response = ready!(future.as_mut().poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(response);
+                }
+                StateProjection::Done => panic!("`RequestBuilder::send` polled after it completed"),
             }
         }
     }
+}
+
+/// The first step of sending: build the request, then let reqwest send it (with the token when the
+/// handler has one at hand), or box whatever has to wait.
+fn start<P>(
+    builder: RequestBuilder,
+    execute: &impl Fn(&reqwest::Client, Request) -> P,
+) -> reqwest_middleware::Result<State<P>> {
+    let RequestBuilder {
+        client,
+        request,
+        mut extensions,
+    } = builder;
+    let mut request = match request {
+        Ok(request) => request.build().map_err(reqwest_middleware::Error::Reqwest)?,
+        Err(invalid) => return Err(invalid_url(&client, *invalid)),
+    };
+    let (pipeline, reqwest, _) = client.pipeline();
+    let authorized = match pipeline {
+        Pipeline::Direct => None,
+        Pipeline::TokenHandler(handler) => match handler.authorize_now(&mut request, &extensions)? {
+            Some(authorized) => Some(authorized),
+            None => {
+                let handler = Arc::clone(handler);
+                let future = Box::pin(async move {
+                    let reqwest = client.pipeline().1;
+                    handler
+                        .handle_request(request, &mut extensions, reqwest)
+                        .await
+                });
+                return Ok(State::Boxed { future });
+            }
+        },
+        Pipeline::Chain => {
+            let future = Box::pin(async move {
+                let chain = client.pipeline().2;
+                chain.execute_with_extensions(request, &mut extensions).await
+            });
+            return Ok(State::Boxed { future });
+        }
+    };
+    let pending = execute(reqwest, request);
+    Ok(State::Sending {
+        pending,
+        client,
+        authorized,
+        extensions,
+    })
 }
 
 fn invalid_url(client: &HttpClient, invalid: InvalidUrl) -> reqwest_middleware::Error {

@@ -70,6 +70,7 @@ pub use error::{
     LastFailure, MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError,
 };
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
+pub(crate) use handler::Authorized;
 pub use metrics::names as metric_names;
 pub use options::{
     AccessTokenManagementOptions, ClientOptions, ClientSecret, DEFAULT_CACHE_KEY_PREFIX,
