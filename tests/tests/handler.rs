@@ -26,7 +26,8 @@ use reqwest_middleware::{ClientWithMiddleware, Middleware, Next};
 use token_mgmt::http::{HttpClient, HttpClientFactory, HttpError};
 use token_mgmt::tokens::{
     AccessTokenManagementOptions, AccessTokenManagementService, ClientAccessTokenHandler,
-    ManualClock, SkipAccessToken, TokenClientOptions, TokenError, TokenRequestParameters,
+    ForeignOriginError, ManualClock, SkipAccessToken, TokenClientOptions, TokenError,
+    TokenRequestParameters,
 };
 use token_mgmt_examples::demo::{ApiClaims, DemoClient, DemoConfig, DemoServer, RecordingServer};
 use url::Url;
@@ -879,4 +880,42 @@ both_ways! {
     ));
     assert_eq!(demo.counters().api_requests, 0);
 }
+}
+
+#[tokio::test]
+async fn a_plain_path_under_a_base_address_the_handler_does_not_allow_is_refused() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let service = service_for(&demo, "m2m");
+    // The token is cached (through a client allowed on the API's origin), so only the origin check
+    // stands between the request and the API.
+    let allowed = client_via(
+        Via::Direct,
+        ClientAccessTokenHandler::new(service.clone(), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
+    claims_ok(&allowed, &demo).await;
+
+    let elsewhere = Url::parse("https://elsewhere.example/").unwrap();
+    let mut builder = HttpClientFactory::builder();
+    let registration = builder.register("api");
+    registration.options_mut().base_address = Some(demo.api_base());
+    registration.set_token_handler(
+        ClientAccessTokenHandler::new(service, CLIENT).with_allowed_origin(&elsewhere),
+    );
+    let client = builder.build().create_client("api").unwrap();
+
+    let error = client.get("test").send().await.unwrap_err();
+    let reqwest_middleware::Error::Middleware(source) = &error else {
+        panic!("expected a middleware error: {error:?}");
+    };
+    let refusal = source
+        .downcast_ref::<ForeignOriginError>()
+        .unwrap_or_else(|| panic!("expected a ForeignOriginError: {error:?}"));
+    assert_eq!(refusal.allowed_origin, "https://elsewhere.example");
+    let counters = demo.counters();
+    assert_eq!(
+        counters.api_requests, 1,
+        "only the allowed client's request"
+    );
+    assert_eq!(counters.token_requests, 1);
 }

@@ -67,7 +67,12 @@ fn a_sync_facade_gets_a_renewal_after_the_refresh_time_and_never_an_expired_toke
 
     // Due: served at once, and renewed although the facade's runtime is idle between calls.
     clock.advance(2 * MILLI);
-    assert!(facade.token().ptr_eq(&first), "a due token is still served");
+    // Unless the background renewal, woken by the same advance, has already replaced it.
+    let due = facade.token();
+    assert!(
+        due.ptr_eq(&first) || due.access_token() == "tok-2--",
+        "a due token is still served"
+    );
     facade.wait_for_requests(&server, 2);
 
     // Past the first token's expiry: never served again.
@@ -100,7 +105,13 @@ fn a_first_runtime_that_then_sits_idle_does_not_stop_renewals() {
         .unwrap();
     busy.block_on(async {
         clock.advance(Duration::from_secs(61));
-        assert!(get(&service).await.ptr_eq(&first), "due: served at once");
+        // Due: served at once, unless the background renewal, woken by the same advance on the
+        // service's own thread, has already replaced it.
+        let due = guarded("a due token", get(&service)).await;
+        assert!(
+            due.ptr_eq(&first) || due.access_token() == "tok-2--",
+            "due: the first token or its renewal, never a wait for another"
+        );
         guarded("the renewal", server.wait_for_requests(2)).await;
 
         clock.advance(Duration::from_secs(55)); // 116 s: the first token has expired

@@ -7,7 +7,7 @@ use http::Method;
 use reqwest_middleware::ClientWithMiddleware;
 use url::Url;
 
-use super::error::HttpError;
+use super::error::{HttpError, InvalidUrlReason};
 use super::request::{InvalidUrl, RequestBuilder};
 use super::resolve::{Resolver, redacted};
 use crate::tokens::ClientAccessTokenHandler;
@@ -51,8 +51,13 @@ struct Inner {
 pub(crate) enum Pipeline {
     /// No middleware: straight to reqwest.
     Direct,
-    /// The token handler is the only middleware: called directly, then reqwest.
-    TokenHandler(Arc<ClientAccessTokenHandler>),
+    /// The token handler is the only middleware: called directly, then reqwest. `base_allowed`:
+    /// the handler sends tokens to the base address's origin, which a plain path appended to it
+    /// keeps (so that request's origin needs no check of its own).
+    TokenHandler {
+        handler: Arc<ClientAccessTokenHandler>,
+        base_allowed: bool,
+    },
     /// Any other chain.
     Chain,
 }
@@ -88,7 +93,7 @@ impl HttpClient {
     /// The token handler, when it is the only middleware.
     pub(crate) fn token_handler(&self) -> Option<&Arc<ClientAccessTokenHandler>> {
         match &self.inner.pipeline {
-            Pipeline::TokenHandler(handler) => Some(handler),
+            Pipeline::TokenHandler { handler, .. } => Some(handler),
             _ => None,
         }
     }
@@ -106,10 +111,14 @@ impl HttpClient {
     /// The full URL a path resolves to.
     pub fn resolve(&self, path: impl AsRef<str>) -> Result<Url, HttpError> {
         let path = path.as_ref();
-        self.inner
-            .resolver
-            .resolve(path)
+        self.resolve_path(path)
+            .map(|(url, _)| url)
             .map_err(|reason| HttpError::invalid_url(self.inner.name.clone(), path, reason))
+    }
+
+    /// The URL of `path`, and whether it has the base address's origin by construction.
+    fn resolve_path(&self, path: &str) -> Result<(Url, bool), InvalidUrlReason> {
+        self.inner.resolver.resolve(path)
     }
 
     /// Whether both handles share one built client (one connection pool, one middleware chain).
@@ -126,14 +135,19 @@ impl HttpClient {
     /// for a path that does not resolve.
     pub fn request(&self, method: Method, path: impl AsRef<str>) -> RequestBuilder {
         let path = path.as_ref();
-        match self.inner.resolver.resolve(path) {
-            Ok(url) => self.request_url(method, url),
+        match self.resolve_path(path) {
+            Ok((url, base_origin)) => RequestBuilder::new(
+                self.clone(),
+                Ok(self.inner.reqwest.request(method, url)),
+                base_origin,
+            ),
             Err(reason) => RequestBuilder::new(
                 self.clone(),
                 Err(InvalidUrl {
                     path: path.to_owned(),
                     reason,
                 }),
+                false,
             ),
         }
     }
@@ -149,7 +163,11 @@ impl HttpClient {
     }
 
     fn request_url(&self, method: Method, url: Url) -> RequestBuilder {
-        RequestBuilder::new(self.clone(), Ok(self.inner.reqwest.request(method, url)))
+        RequestBuilder::new(
+            self.clone(),
+            Ok(self.inner.reqwest.request(method, url)),
+            false,
+        )
     }
 
     /// Starts a `GET` request.

@@ -166,7 +166,14 @@ fn build_client(registration: &HttpClientRegistration) -> Result<HttpClient, Cre
             })?;
     let chain = registration.chain();
     let pipeline = match registration.sole_token_handler() {
-        Some(handler) => Pipeline::TokenHandler(Arc::clone(handler)),
+        Some(handler) => Pipeline::TokenHandler {
+            handler: Arc::clone(handler),
+            base_allowed: registration
+                .options()
+                .base_address
+                .as_ref()
+                .is_some_and(|base| handler.allows(base)),
+        },
         None if chain.is_empty() => Pipeline::Direct,
         None => Pipeline::Chain,
     };

@@ -32,6 +32,8 @@ pub struct RequestBuilder {
     client: HttpClient,
     request: Result<reqwest::RequestBuilder, Box<InvalidUrl>>,
     extensions: Extensions,
+    /// The URL is a plain path appended to the base address: the base address's origin.
+    base_origin: bool,
 }
 
 /// A path that did not resolve, kept until `send()` (or `build()`) reports it.
@@ -45,11 +47,13 @@ impl RequestBuilder {
     pub(crate) fn new(
         client: HttpClient,
         request: Result<reqwest::RequestBuilder, InvalidUrl>,
+        base_origin: bool,
     ) -> Self {
         Self {
             client,
             request: request.map_err(Box::new),
             extensions: Extensions::new(),
+            base_origin,
         }
     }
 
@@ -157,6 +161,7 @@ impl RequestBuilder {
             client: self.client.clone(),
             request,
             extensions: self.extensions.clone(),
+            base_origin: self.base_origin,
         })
     }
 
@@ -293,31 +298,41 @@ fn start<P>(
         client,
         request,
         mut extensions,
+        base_origin,
     } = builder;
     let mut request = match request {
-        Ok(request) => request.build().map_err(reqwest_middleware::Error::Reqwest)?,
+        Ok(request) => request
+            .build()
+            .map_err(reqwest_middleware::Error::Reqwest)?,
         Err(invalid) => return Err(invalid_url(&client, *invalid)),
     };
     let (pipeline, reqwest, _) = client.pipeline();
     let authorized = match pipeline {
         Pipeline::Direct => None,
-        Pipeline::TokenHandler(handler) => match handler.authorize_now(&mut request, &extensions)? {
-            Some(authorized) => Some(authorized),
-            None => {
-                let handler = Arc::clone(handler);
-                let future = Box::pin(async move {
-                    let reqwest = client.pipeline().1;
-                    handler
-                        .handle_request(request, &mut extensions, reqwest)
-                        .await
-                });
-                return Ok(State::Boxed { future });
+        Pipeline::TokenHandler {
+            handler,
+            base_allowed,
+        } => {
+            match handler.authorize_now(&mut request, &extensions, base_origin && *base_allowed)? {
+                Some(authorized) => Some(authorized),
+                None => {
+                    let handler = Arc::clone(handler);
+                    let future = Box::pin(async move {
+                        let reqwest = client.pipeline().1;
+                        handler
+                            .handle_request(request, &mut extensions, reqwest)
+                            .await
+                    });
+                    return Ok(State::Boxed { future });
+                }
             }
-        },
+        }
         Pipeline::Chain => {
             let future = Box::pin(async move {
                 let chain = client.pipeline().2;
-                chain.execute_with_extensions(request, &mut extensions).await
+                chain
+                    .execute_with_extensions(request, &mut extensions)
+                    .await
             });
             return Ok(State::Boxed { future });
         }

@@ -35,21 +35,22 @@ impl Resolver {
         self.base.as_ref()
     }
 
-    /// [`resolve`] against the base address.
-    pub(crate) fn resolve(&self, path: &str) -> Result<Url, InvalidUrlReason> {
+    /// [`resolve`] against the base address; the flag says the URL has the base address's origin
+    /// by construction (a plain path appended to it).
+    pub(crate) fn resolve(&self, path: &str) -> Result<(Url, bool), InvalidUrlReason> {
         let Some(base) = &self.base else {
-            return resolve(None, path);
+            return Ok((resolve(None, path)?, false));
         };
         // A poisoned lock only means a panic elsewhere while it was held; the map is still whole.
         let full = {
             let memo = self.memo.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(url) = memo.get(path) {
-                return Ok(url.clone());
+                return Ok((url.clone(), true));
             }
             memo.len() >= Self::CAPACITY
         };
         let Some(url) = append_plain_path(base, path) else {
-            return resolve(Some(base), path);
+            return Ok((resolve(Some(base), path)?, false));
         };
         if !full {
             let mut memo = self.memo.write().unwrap_or_else(PoisonError::into_inner);
@@ -57,7 +58,7 @@ impl Resolver {
                 memo.entry(path.into()).or_insert_with(|| url.clone());
             }
         }
-        Ok(url)
+        Ok((url, true))
     }
 
     #[cfg(test)]
@@ -233,11 +234,16 @@ mod tests {
                 "",
             ] {
                 for _ in 0..2 {
+                    let (url, base_origin) = resolver.resolve(p).unwrap();
+                    assert_eq!(url, resolve(Some(&base(b)), p).unwrap(), "{b} + {p:?}");
                     assert_eq!(
-                        resolver.resolve(p),
-                        resolve(Some(&base(b)), p),
+                        base_origin,
+                        append_plain_path(&base(b), p).is_some(),
                         "{b} + {p:?}"
                     );
+                    if base_origin {
+                        assert_eq!(url.origin(), base(b).origin(), "{b} + {p:?}");
+                    }
                 }
             }
             // Only the plain paths were memoized.
@@ -247,7 +253,7 @@ mod tests {
         for i in 0..Resolver::CAPACITY + 10 {
             let path = format!("orders/{i}");
             assert_eq!(
-                resolver.resolve(&path).unwrap().as_str(),
+                resolver.resolve(&path).unwrap().0.as_str(),
                 format!("http://h/api/orders/{i}")
             );
         }

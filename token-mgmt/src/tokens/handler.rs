@@ -398,7 +398,7 @@ impl ClientAccessTokenHandler {
     /// Whether `url` has an allowed origin: `allowed_origins.contains(&url.origin())`, without
     /// building the origin (two allocations per request) for the http(s) URLs of every request.
     #[inline]
-    fn allows(&self, url: &Url) -> bool {
+    pub(crate) fn allows(&self, url: &Url) -> bool {
         let scheme = url.scheme();
         if scheme != "https" && scheme != "http" {
             return self.allowed_origins.contains(&url.origin());
@@ -534,18 +534,23 @@ impl ClientAccessTokenHandler {
     /// 401 to [`after_unauthorized`](Self::after_unauthorized). `Ok(None)` for anything else (no
     /// token at hand, DPoP, per-request parameters, [`SkipAccessToken`]): `req` is untouched and
     /// takes `handle_request`.
+    ///
+    /// `origin_allowed`: the caller knows the request's origin is one the handler allows.
     pub(crate) fn authorize_now(
         &self,
         req: &mut Request,
         extensions: &Extensions,
+        origin_allowed: bool,
     ) -> reqwest_middleware::Result<Option<Authorized>> {
         if extensions.get::<SkipAccessToken>().is_some()
             || extensions.get::<TokenRequestParameters>().is_some()
         {
             return Ok(None);
         }
-        self.check_origin(req.url())
-            .map_err(reqwest_middleware::Error::middleware)?;
+        if !origin_allowed {
+            self.check_origin(req.url())
+                .map_err(reqwest_middleware::Error::middleware)?;
+        }
         let Some(token) = self
             .service
             .ready_token(&self.client_name, &self.parameters)

@@ -69,8 +69,8 @@ pub use dpop::{DPOP_HEADER, DPOP_NONCE_HEADER, DpopError, DpopKey, USE_DPOP_NONC
 pub use error::{
     LastFailure, MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError,
 };
-pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub(crate) use handler::Authorized;
+pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use metrics::names as metric_names;
 pub use options::{
     AccessTokenManagementOptions, ClientOptions, ClientSecret, DEFAULT_CACHE_KEY_PREFIX,
