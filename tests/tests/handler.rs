@@ -919,3 +919,34 @@ async fn a_plain_path_under_a_base_address_the_handler_does_not_allow_is_refused
     );
     assert_eq!(counters.token_requests, 1);
 }
+
+#[tokio::test]
+async fn a_plain_path_under_the_base_address_is_resent_after_a_401_as_it_was_sent() {
+    let demo = DemoServer::start(DemoConfig::default()).await.unwrap();
+    let mut builder = HttpClientFactory::builder();
+    let registration = builder.register("api");
+    registration.options_mut().base_address = Some(demo.api_base());
+    registration.set_token_handler(
+        ClientAccessTokenHandler::new(service_for(&demo, "m2m"), CLIENT)
+            .with_allowed_origin(&demo.api_base()),
+    );
+    let client = builder.build().create_client("api").unwrap();
+    claims(client.get("test").send().await.unwrap()).await;
+    assert_eq!(demo.revoke_all(), 1);
+
+    // The replay keeps the resolved path's shared URL rather than a copy of the request: the
+    // resend has the same method and URL.
+    let response = client
+        .delete("test")
+        .header("x-request-id", "42")
+        .send()
+        .await
+        .unwrap();
+    let claims = claims(response).await;
+    assert_eq!(claims.method, "DELETE");
+    assert_eq!(claims.path, "/api/test");
+    let counters = demo.counters();
+    assert_eq!(counters.token_requests, 2, "one forced renewal");
+    assert_eq!(counters.api_invalid_token, 1, "one rejected attempt");
+    assert_eq!(counters.api_authorized, 2, "the first call and the resend");
+}

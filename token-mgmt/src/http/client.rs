@@ -7,8 +7,8 @@ use http::Method;
 use reqwest_middleware::ClientWithMiddleware;
 use url::Url;
 
-use super::error::{HttpError, InvalidUrlReason};
-use super::request::{InvalidUrl, RequestBuilder};
+use super::error::HttpError;
+use super::request::{InvalidUrl, Provenance, RequestBuilder};
 use super::resolve::{Resolver, redacted};
 use crate::tokens::ClientAccessTokenHandler;
 
@@ -111,14 +111,11 @@ impl HttpClient {
     /// The full URL a path resolves to.
     pub fn resolve(&self, path: impl AsRef<str>) -> Result<Url, HttpError> {
         let path = path.as_ref();
-        self.resolve_path(path)
-            .map(|(url, _)| url)
+        self.inner
+            .resolver
+            .resolve(path)
+            .map(|resolved| resolved.url)
             .map_err(|reason| HttpError::invalid_url(self.inner.name.clone(), path, reason))
-    }
-
-    /// The URL of `path`, and whether it has the base address's origin by construction.
-    fn resolve_path(&self, path: &str) -> Result<(Url, bool), InvalidUrlReason> {
-        self.inner.resolver.resolve(path)
     }
 
     /// Whether both handles share one built client (one connection pool, one middleware chain).
@@ -135,11 +132,14 @@ impl HttpClient {
     /// for a path that does not resolve.
     pub fn request(&self, method: Method, path: impl AsRef<str>) -> RequestBuilder {
         let path = path.as_ref();
-        match self.resolve_path(path) {
-            Ok((url, base_origin)) => RequestBuilder::new(
+        match self.inner.resolver.resolve(path) {
+            Ok(resolved) => RequestBuilder::new(
                 self.clone(),
-                Ok(self.inner.reqwest.request(method, url)),
-                base_origin,
+                Ok(self.inner.reqwest.request(method, resolved.url)),
+                Provenance {
+                    base: resolved.base_origin,
+                    shared_url: resolved.shared,
+                },
             ),
             Err(reason) => RequestBuilder::new(
                 self.clone(),
@@ -147,7 +147,7 @@ impl HttpClient {
                     path: path.to_owned(),
                     reason,
                 }),
-                false,
+                Provenance::default(),
             ),
         }
     }
@@ -166,7 +166,7 @@ impl HttpClient {
         RequestBuilder::new(
             self.clone(),
             Ok(self.inner.reqwest.request(method, url)),
-            false,
+            Provenance::default(),
         )
     }
 

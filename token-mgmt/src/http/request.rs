@@ -13,6 +13,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
 use reqwest::{Body, Request, Response, StatusCode, Version};
 use serde::Serialize;
+use url::Url;
 
 use super::client::{HttpClient, Pipeline};
 use super::error::{HttpError, InvalidUrlReason};
@@ -32,8 +33,17 @@ pub struct RequestBuilder {
     client: HttpClient,
     request: Result<reqwest::RequestBuilder, Box<InvalidUrl>>,
     extensions: Extensions,
-    /// The URL is a plain path appended to the base address: the base address's origin.
-    base_origin: bool,
+    origin: Provenance,
+}
+
+/// Where the request URL came from, when it came from the client's base address.
+#[derive(Clone, Default)]
+pub(crate) struct Provenance {
+    /// The URL is a plain path appended to the base address: it has the base address's origin.
+    pub(crate) base: bool,
+    /// The resolved paths' shared copy of the URL (as resolved: `query` may have changed the
+    /// request's since).
+    pub(crate) shared_url: Option<Arc<Url>>,
 }
 
 /// A path that did not resolve, kept until `send()` (or `build()`) reports it.
@@ -47,13 +57,13 @@ impl RequestBuilder {
     pub(crate) fn new(
         client: HttpClient,
         request: Result<reqwest::RequestBuilder, InvalidUrl>,
-        base_origin: bool,
+        origin: Provenance,
     ) -> Self {
         Self {
             client,
             request: request.map_err(Box::new),
             extensions: Extensions::new(),
-            base_origin,
+            origin,
         }
     }
 
@@ -161,7 +171,7 @@ impl RequestBuilder {
             client: self.client.clone(),
             request,
             extensions: self.extensions.clone(),
-            base_origin: self.base_origin,
+            origin: self.origin.clone(),
         })
     }
 
@@ -298,7 +308,7 @@ fn start<P>(
         client,
         request,
         mut extensions,
-        base_origin,
+        origin,
     } = builder;
     let mut request = match request {
         Ok(request) => request
@@ -313,7 +323,12 @@ fn start<P>(
             handler,
             base_allowed,
         } => {
-            match handler.authorize_now(&mut request, &extensions, base_origin && *base_allowed)? {
+            match handler.authorize_now(
+                &mut request,
+                &extensions,
+                origin.base && *base_allowed,
+                origin.shared_url,
+            )? {
                 Some(authorized) => Some(authorized),
                 None => {
                     let handler = Arc::clone(handler);

@@ -1,7 +1,7 @@
 //! Resolving a request path against a client's base address, like .NET's `new Uri(base, relative)`.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use url::Url;
 
@@ -16,7 +16,17 @@ use super::error::InvalidUrlReason;
 /// Other paths (absolute URLs, queries, dot segments) are resolved every time: they vary per request.
 pub(crate) struct Resolver {
     base: Option<Url>,
-    memo: RwLock<HashMap<Box<str>, Url, foldhash::fast::RandomState>>,
+    memo: RwLock<HashMap<Box<str>, Arc<Url>, foldhash::fast::RandomState>>,
+}
+
+/// A resolved request path.
+pub(crate) struct Resolved {
+    pub(crate) url: Url,
+    /// The URL has the base address's origin by construction (a plain path appended to it).
+    pub(crate) base_origin: bool,
+    /// The memoized copy of `url`, shared (the token handler keeps it for a 401 replay instead of
+    /// copying the URL).
+    pub(crate) shared: Option<Arc<Url>>,
 }
 
 impl Resolver {
@@ -35,30 +45,46 @@ impl Resolver {
         self.base.as_ref()
     }
 
-    /// [`resolve`] against the base address; the flag says the URL has the base address's origin
-    /// by construction (a plain path appended to it).
-    pub(crate) fn resolve(&self, path: &str) -> Result<(Url, bool), InvalidUrlReason> {
+    /// [`resolve`] against the base address.
+    pub(crate) fn resolve(&self, path: &str) -> Result<Resolved, InvalidUrlReason> {
+        let other = |url| Resolved {
+            url,
+            base_origin: false,
+            shared: None,
+        };
         let Some(base) = &self.base else {
-            return Ok((resolve(None, path)?, false));
+            return resolve(None, path).map(other);
         };
         // A poisoned lock only means a panic elsewhere while it was held; the map is still whole.
         let full = {
             let memo = self.memo.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(url) = memo.get(path) {
-                return Ok((url.clone(), true));
+                return Ok(Resolved {
+                    url: Url::clone(url),
+                    base_origin: true,
+                    shared: Some(Arc::clone(url)),
+                });
             }
             memo.len() >= Self::CAPACITY
         };
         let Some(url) = append_plain_path(base, path) else {
-            return Ok((resolve(Some(base), path)?, false));
+            return resolve(Some(base), path).map(other);
         };
+        let mut shared = None;
         if !full {
             let mut memo = self.memo.write().unwrap_or_else(PoisonError::into_inner);
             if memo.len() < Self::CAPACITY {
-                memo.entry(path.into()).or_insert_with(|| url.clone());
+                let memoized = memo
+                    .entry(path.into())
+                    .or_insert_with(|| Arc::new(url.clone()));
+                shared = Some(Arc::clone(memoized));
             }
         }
-        Ok((url, true))
+        Ok(Resolved {
+            url,
+            base_origin: true,
+            shared,
+        })
     }
 
     #[cfg(test)]
@@ -234,15 +260,19 @@ mod tests {
                 "",
             ] {
                 for _ in 0..2 {
-                    let (url, base_origin) = resolver.resolve(p).unwrap();
+                    let resolved = resolver.resolve(p).unwrap();
+                    let url = resolved.url;
                     assert_eq!(url, resolve(Some(&base(b)), p).unwrap(), "{b} + {p:?}");
                     assert_eq!(
-                        base_origin,
+                        resolved.base_origin,
                         append_plain_path(&base(b), p).is_some(),
                         "{b} + {p:?}"
                     );
-                    if base_origin {
+                    if resolved.base_origin {
                         assert_eq!(url.origin(), base(b).origin(), "{b} + {p:?}");
+                    }
+                    if let Some(shared) = resolved.shared {
+                        assert_eq!(*shared, url, "{b} + {p:?}");
                     }
                 }
             }
@@ -253,7 +283,7 @@ mod tests {
         for i in 0..Resolver::CAPACITY + 10 {
             let path = format!("orders/{i}");
             assert_eq!(
-                resolver.resolve(&path).unwrap().0.as_str(),
+                resolver.resolve(&path).unwrap().url.as_str(),
                 format!("http://h/api/orders/{i}")
             );
         }

@@ -6,9 +6,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use http::Extensions;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use reqwest::{Request, Response, StatusCode};
+use http::{Extensions, HeaderMap, Method};
+use reqwest::{Request, Response, StatusCode, Version};
 use reqwest_middleware::{Middleware, Next};
 use url::{Host, Origin, Url};
 
@@ -536,11 +536,14 @@ impl ClientAccessTokenHandler {
     /// takes `handle_request`.
     ///
     /// `origin_allowed`: the caller knows the request's origin is one the handler allows.
+    /// `shared_url`: a shared copy of the request's URL, if the caller has one, kept for the replay
+    /// instead of a copy.
     pub(crate) fn authorize_now(
         &self,
         req: &mut Request,
         extensions: &Extensions,
         origin_allowed: bool,
+        shared_url: Option<Arc<Url>>,
     ) -> reqwest_middleware::Result<Option<Authorized>> {
         if extensions.get::<SkipAccessToken>().is_some()
             || extensions.get::<TokenRequestParameters>().is_some()
@@ -558,7 +561,7 @@ impl ClientAccessTokenHandler {
         else {
             return Ok(None);
         };
-        let replay = replay_copy(req);
+        let replay = Replay::of(req, shared_url);
         req.headers_mut()
             .insert(AUTHORIZATION, token.authorization_header());
         Ok(Some(Authorized { token, replay }))
@@ -621,6 +624,59 @@ impl ClientAccessTokenHandler {
     }
 }
 
+/// What a request [`ClientAccessTokenHandler::authorize_now`] authorized keeps to resend after a 401.
+pub(crate) enum Replay {
+    /// A copy of the request.
+    Copy(Request),
+    /// A request without body or timeout whose URL has a shared copy: the URL is copied only if the
+    /// request is resent (a URL copy is an allocation per request).
+    Parts {
+        method: Method,
+        url: Arc<Url>,
+        headers: HeaderMap,
+        version: Version,
+    },
+}
+
+impl Replay {
+    /// What to keep of `req`; `None` if its body is a stream. `shared_url` is used when it is
+    /// `req`'s URL.
+    fn of(req: &Request, shared_url: Option<Arc<Url>>) -> Option<Self> {
+        match shared_url {
+            Some(url)
+                if req.body().is_none()
+                    && req.timeout().is_none()
+                    && url.as_str() == req.url().as_str() =>
+            {
+                Some(Replay::Parts {
+                    method: req.method().clone(),
+                    url,
+                    headers: req.headers().clone(),
+                    version: req.version(),
+                })
+            }
+            _ => replay_copy(req).map(Replay::Copy),
+        }
+    }
+
+    fn into_request(self) -> Request {
+        match self {
+            Replay::Copy(request) => request,
+            Replay::Parts {
+                method,
+                url,
+                headers,
+                version,
+            } => {
+                let mut request = Request::new(method, Url::clone(&url));
+                *request.headers_mut() = headers;
+                *request.version_mut() = version;
+                request
+            }
+        }
+    }
+}
+
 /// A copy of `req` to resend after a 401, or `None` if its body is a stream; for requests built by
 /// a `reqwest::RequestBuilder`, whose only extension is the request timeout.
 ///
@@ -640,8 +696,8 @@ fn replay_copy(req: &Request) -> Option<Request> {
 pub(crate) struct Authorized {
     /// The token in its `Authorization` header.
     pub(crate) token: ClientAccessToken,
-    /// A copy taken before the token went in, to resend after a 401; `None` for a streaming body.
-    pub(crate) replay: Option<Request>,
+    /// Taken before the token went in, to resend after a 401; `None` for a streaming body.
+    pub(crate) replay: Option<Replay>,
 }
 
 impl Authorized {
@@ -650,7 +706,7 @@ impl Authorized {
         Rejected {
             response,
             token: self.token,
-            replay: self.replay,
+            replay: self.replay.map(Replay::into_request),
         }
     }
 }
@@ -781,16 +837,27 @@ mod tests {
         ];
         for request in requests {
             let request = request.build().unwrap();
-            let copy = super::replay_copy(&request).expect("no stream body");
-            assert_eq!(copy.method(), request.method());
-            assert_eq!(copy.url(), request.url());
-            assert_eq!(copy.headers(), request.headers());
-            assert_eq!(copy.version(), request.version());
-            assert_eq!(copy.timeout(), request.timeout());
-            assert_eq!(
-                copy.body().and_then(reqwest::Body::as_bytes),
-                request.body().and_then(reqwest::Body::as_bytes)
-            );
+            let shared = std::sync::Arc::new(request.url().clone());
+            let other = std::sync::Arc::new(Url::parse("https://api.example/other").unwrap());
+            for copy in [
+                super::replay_copy(&request).expect("no stream body"),
+                super::Replay::of(&request, Some(shared))
+                    .expect("no stream body")
+                    .into_request(),
+                super::Replay::of(&request, Some(other))
+                    .expect("no stream body")
+                    .into_request(),
+            ] {
+                assert_eq!(copy.method(), request.method());
+                assert_eq!(copy.url(), request.url());
+                assert_eq!(copy.headers(), request.headers());
+                assert_eq!(copy.version(), request.version());
+                assert_eq!(copy.timeout(), request.timeout());
+                assert_eq!(
+                    copy.body().and_then(reqwest::Body::as_bytes),
+                    request.body().and_then(reqwest::Body::as_bytes)
+                );
+            }
         }
     }
 
