@@ -48,6 +48,10 @@ fn authorized_get(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
+    #[cfg_attr(
+        not(feature = "ours"),
+        allow(unused_mut, reason = "ours pushes its subjects")
+    )]
     let mut subjects = vec![(
         "reqwest_fixed_header".to_owned(),
         token_mgmt_benches::baseline::reqwest_fixed_header(&servers.api.data_url()),

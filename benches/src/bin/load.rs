@@ -827,6 +827,7 @@ fn scale(options: &Options) -> Result<(), BoxError> {
 // ------------------------------------------------------------------------------------------------
 
 /// The rollover configurations: (label, expiry safety margin).
+#[cfg(feature = "ours")]
 const MARGINS: [(&str, Duration); 2] = [
     ("default margin (5 s)", Duration::from_secs(5)),
     ("margin 200 ms", Duration::from_millis(200)),
