@@ -605,3 +605,72 @@ async fn a_cross_origin_redirect_does_not_carry_authorization() {
     }
     assert_eq!(demo.counters().redirects, 2);
 }
+
+#[tokio::test]
+async fn the_request_builder_works_like_reqwests() {
+    let server = TestServer::start().await;
+    let factory = factory_with(
+        "api",
+        HttpClientOptions::default().with_base_address(server.url("echo/api/")),
+    );
+    let client = factory.create_client("api").unwrap();
+
+    // Nothing is sent until the future is polled, and the future owns everything it needs.
+    drop(client.get("never").send());
+    let sent = tokio::spawn(
+        client
+            .post("items")
+            .query(&[("page", "2")])
+            .header("x-trace", "t-1")
+            .json(&json!({"id": 7}))
+            .send(),
+    );
+    let body: Value = sent.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(
+        (
+            body["method"].as_str(),
+            body["path"].as_str(),
+            body["query"].as_str()
+        ),
+        (Some("POST"), Some("/echo/api/items"), Some("page=2"))
+    );
+    assert_eq!(body["trace"], "t-1");
+    assert_eq!(server.requests(), 1, "the dropped future sent nothing");
+
+    // A copy sends the same request.
+    let original = client
+        .put("copied")
+        .header("x-trace", "t-2")
+        .body("payload");
+    let copy = original.try_clone().expect("a buffered body can be copied");
+    for builder in [original, copy] {
+        let body: Value = builder.send().await.unwrap().json().await.unwrap();
+        assert_eq!(
+            (
+                body["method"].as_str(),
+                body["path"].as_str(),
+                body["trace"].as_str()
+            ),
+            (Some("PUT"), Some("/echo/api/copied"), Some("t-2"))
+        );
+    }
+
+    // `build` gives the request without sending it, or the path's error.
+    let request = client.get("built").build().unwrap();
+    assert_eq!(request.url(), &server.url("echo/api/built"));
+    let plain = factory_with("plain", HttpClientOptions::default())
+        .create_client("plain")
+        .unwrap();
+    let error = plain.get("relative").build().unwrap_err();
+    let reqwest_middleware::Error::Middleware(inner) = &error else {
+        panic!("expected a middleware error, got {error:?}");
+    };
+    assert!(matches!(
+        inner.downcast_ref::<HttpError>(),
+        Some(HttpError::InvalidUrl { .. })
+    ));
+    assert_eq!(server.requests(), 3);
+    // Debug shows the client, not the URL's query or the headers.
+    let debug = format!("{:?}", client.get("x?api_key=s3cret").bearer_auth("t0ken"));
+    assert!(debug.contains("api") && !debug.contains("s3cret") && !debug.contains("t0ken"));
+}
