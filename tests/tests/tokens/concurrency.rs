@@ -1,6 +1,7 @@
 //! Single flight: one request per cache key, whoever asks and however many.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -261,4 +262,44 @@ async fn concurrent_forced_renewals_are_coalesced() {
         .collect();
     assert!(tokens.iter().all(|t| t.access_token() == "tok-2--"));
     assert_eq!(server.request_count(), 2);
+}
+
+/// A caller that joined a flight and then stopped polling (kept in a `select!` that moved on, a
+/// task starved by blocking work) must not hold up the others' tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_stops_polling_does_not_hold_up_the_others() {
+    let server = TokenServer::start();
+    server.hold_all();
+    let service = service_for(&server);
+
+    // Joins the flight (first, so first in any queue of waiters), then is never polled again.
+    let parameters = defaults();
+    let mut stalled = Box::pin(service.get_client_access_token(CLIENT, &parameters));
+    let noop = std::task::Waker::noop();
+    assert!(
+        stalled
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(noop))
+            .is_pending()
+    );
+    server.wait_for_requests(1).await;
+
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { service.get_client_access_token(CLIENT, &defaults()).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    server.release();
+    for caller in callers {
+        let token = tokio::time::timeout(Duration::from_secs(20), caller)
+            .await
+            .expect("a caller waited on the stalled one")
+            .expect("caller task")
+            .expect("token");
+        assert_eq!(token.access_token(), "tok-1--");
+    }
+    assert_eq!(server.request_count(), 1);
+    drop(stalled);
 }
