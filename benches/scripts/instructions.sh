@@ -3,12 +3,15 @@
 # callgrind: immune to the machine's load, unlike requests/s. Each subject runs twice, with N and
 # N + DELTA sequential requests after the same warm-up; the difference divided by DELTA is the cost
 # of one request (the client's and the in-process API server's work: the server's share is the same
-# in every row). Usage: benches/scripts/instructions.sh [N] [DELTA] (defaults 300 1000).
+# in every row). Each difference is taken REPS times and the median reported (timing-dependent
+# work, polls and wake-ups across the client's and the server's threads, moves a single difference
+# by up to ±1 %). Usage: benches/scripts/instructions.sh [N] [DELTA] [REPS] (defaults 300 1000 3).
 # Needs valgrind (Debian: valgrind).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 base=${1:-300}
 delta=${2:-1000}
+reps=${3:-3}
 cargo build --release -p token-mgmt-benches --bin load --locked >&2
 load=${CARGO_TARGET_DIR:-target}/release/load
 subjects=(
@@ -29,12 +32,16 @@ echo "| subject | instructions per request | vs baseline |"
 echo "| --- | --- | --- |"
 baseline=
 for subject in "${subjects[@]}"; do
-  low=$(count "$subject" "$base")
-  high=$(count "$subject" $((base + delta)))
-  per=$(( (high - low) / delta ))
+  samples=()
+  for _ in $(seq "$reps"); do
+    low=$(count "$subject" "$base")
+    high=$(count "$subject" $((base + delta)))
+    samples+=($(( (high - low) / delta )))
+  done
+  per=$(printf '%s\n' "${samples[@]}" | sort -n | sed -n "$(( (reps + 1) / 2 ))p")
   baseline=${baseline:-$per}
   ratio=$(python3 -c "print(f'{$per / $baseline:.3f}×')")
   echo "| $subject | $per | $ratio |"
 done
 echo
-echo "callgrind, $base and $((base + delta)) sequential requests per subject (differenced), $(date -u +%F)."
+echo "callgrind, $base and $((base + delta)) sequential requests per subject (differenced), median of $reps, $(date -u +%F)."
