@@ -101,8 +101,13 @@ pub(crate) struct Inner {
     /// The token clients; replaced whole when a client is added, replaced or removed at run time.
     clients: ArcSwap<ClientTable>,
     cache: Arc<dyn ClientAccessTokenCache>,
+    /// `cache` itself when it is the default in-memory cache: read without dynamic dispatch, so
+    /// that a hit inlines the lookup.
+    memory: Option<Arc<InMemoryClientAccessTokenCache>>,
     endpoint: TokenEndpointClient,
     pub(crate) clock: Arc<dyn Clock>,
+    /// `clock` is the default [`SystemClock`]: read directly, so that a hit inlines the read.
+    system_clock: bool,
     runtime: Handle,
     pub(crate) policy: Policy,
     key_prefix: String,
@@ -341,6 +346,7 @@ impl AccessTokenManagementServiceBuilder {
                 source: Arc::new(e),
             })?,
         };
+        let system_clock = self.clock.is_none();
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let endpoint = TokenEndpointClient::new(
             http,
@@ -363,17 +369,23 @@ impl AccessTokenManagementServiceBuilder {
                 Arc::new(ClientState::new(name, client_options.clone(), &context))
             })
             .collect();
-        let cache = self.cache.unwrap_or_else(|| {
-            Arc::new(InMemoryClientAccessTokenCache::with_max_entries(
-                options.max_cached_tokens,
-            ))
-        });
+        let (cache, memory): (Arc<dyn ClientAccessTokenCache>, _) = match self.cache {
+            Some(cache) => (cache, None),
+            None => {
+                let memory = Arc::new(InMemoryClientAccessTokenCache::with_max_entries(
+                    options.max_cached_tokens,
+                ));
+                (memory.clone(), Some(memory))
+            }
+        };
         Ok(AccessTokenManagementService {
             inner: Arc::new(Inner {
                 clients: ArcSwap::from_pointee(ClientTable::new(clients)),
                 cache,
+                memory,
                 endpoint,
                 clock,
+                system_clock,
                 runtime,
                 policy: Policy {
                     buffer: options.cache_lifetime_buffer,
@@ -550,35 +562,11 @@ impl AccessTokenManagementService {
         client_name: &str,
         parameters: &TokenRequestParameters,
     ) -> Result<ClientAccessToken, TokenError> {
-        let inner = &self.inner;
-        let table = inner.clients.load();
-        let client = table
-            .get(client_name)
-            .ok_or_else(|| table.unknown(client_name))?;
-        if parameters.is_client_default() {
-            if !parameters.force_renewal {
-                if let Some(token) = inner.cache.get_cached(&client.default_key) {
-                    let now = inner.clock.now();
-                    match token.freshness_at(now) {
-                        Freshness::Fresh => {
-                            token.touch(now);
-                            client.hits.increment(1);
-                            return Ok(token);
-                        }
-                        Freshness::Due => {
-                            let request = inner.default_request(client);
-                            return Ok(inner.serve_due(&request, token, now));
-                        }
-                        Freshness::Expired => {}
-                    }
-                }
-            }
-            // Miss: boxed so that the hit path's future stays small.
-            let request = inner.default_request(client);
-            return Box::pin(Arc::clone(inner).acquire(request, forced(parameters))).await;
+        if let Some(token) = self.inner.hit(client_name, parameters) {
+            return Ok(token);
         }
-        let request = inner.request_for(client, parameters)?;
-        Box::pin(Arc::clone(inner).acquire(request, forced(parameters))).await
+        // Boxed so that the hit path's future stays small.
+        Box::pin(Arc::clone(&self.inner).get_uncached(client_name, parameters)).await
     }
 
     /// A token to replace `client_name`'s token that an API rejected (a 401): a forced renewal,
@@ -680,6 +668,64 @@ impl ClientState {
 }
 
 impl Inner {
+    /// The hit: a fresh or due token of the client's default request, straight from the cache,
+    /// without a future, an allocation or a lock held. `None` for anything else (an unknown
+    /// client, per-call parameters, a forced renewal, an expired or missing token), which
+    /// [`get_uncached`](Self::get_uncached) handles.
+    #[inline]
+    fn hit(
+        self: &Arc<Self>,
+        client_name: &str,
+        parameters: &TokenRequestParameters,
+    ) -> Option<ClientAccessToken> {
+        if parameters.force_renewal || !parameters.is_client_default() {
+            return None;
+        }
+        let table = self.clients.load();
+        let client = table.get(client_name)?;
+        let token = self.get_cached(&client.default_key)?;
+        let now = self.now();
+        match token.freshness_at(now) {
+            Freshness::Fresh => {
+                token.touch(now);
+                client.hits.increment(1);
+                Some(token)
+            }
+            Freshness::Due => Some(self.serve_due(&self.default_request(client), token, now)),
+            Freshness::Expired => None,
+        }
+    }
+
+    /// Everything but a hit: resolves the client (failing for an unknown one), then reads the
+    /// cache (which may be remote) and joins or starts the key's flight.
+    async fn get_uncached(
+        self: Arc<Self>,
+        client_name: &str,
+        parameters: &TokenRequestParameters,
+    ) -> Result<ClientAccessToken, TokenError> {
+        let request = self.request(client_name, parameters)?;
+        self.acquire(request, forced(parameters)).await
+    }
+
+    /// The cache's synchronous read; statically dispatched (inlined) for the default cache.
+    #[inline]
+    fn get_cached(&self, key: &CacheKey) -> Option<ClientAccessToken> {
+        match &self.memory {
+            Some(memory) => memory.get_cached(key),
+            None => self.cache.get_cached(key),
+        }
+    }
+
+    /// The service clock; read directly (inlined) when it is the default [`SystemClock`].
+    #[inline]
+    pub(crate) fn now(&self) -> Stamp {
+        if self.system_clock {
+            SystemClock.now()
+        } else {
+            self.now()
+        }
+    }
+
     fn client(&self, name: &str) -> Result<Arc<ClientState>, TokenError> {
         let table = self.clients.load();
         table.get(name).cloned().ok_or_else(|| table.unknown(name))
@@ -830,7 +876,7 @@ impl Inner {
     ) -> Result<ClientAccessToken, TokenError> {
         if mode == Mode::Wait {
             if let Some(token) = self.read_cache(&request).await {
-                let now = self.clock.now();
+                let now = self.now();
                 match token.freshness_at(now) {
                     Freshness::Fresh => {
                         token.touch(now);
@@ -859,7 +905,7 @@ impl Inner {
             // flight's token is returned as it comes).
             Some(Ok(token))
                 if mode == Mode::Wait
-                    && token.freshness_at(self.clock.now()) == Freshness::Expired =>
+                    && token.freshness_at(self.now()) == Freshness::Expired =>
             {
                 Box::pin(self.acquire(request, Mode::Forced)).await
             }
@@ -870,7 +916,7 @@ impl Inner {
     /// Reads the cache (the synchronous path first); a backend error is logged and treated as a miss.
     /// A token without deadlines (rebuilt by a remote cache) is anchored on the clock.
     async fn read_cache(&self, request: &Request) -> Option<ClientAccessToken> {
-        let token = match self.cache.get_cached(&request.key) {
+        let token = match self.get_cached(&request.key) {
             Some(token) => token,
             None => match self.cache.get(&request.key).await {
                 Ok(token) => token?,
@@ -890,7 +936,7 @@ impl Inner {
     /// Joins or starts the flight for the request's key, as `mode` allows. No lock is held once this
     /// returns, and none is held while spawning.
     fn start(self: &Arc<Self>, request: &Request, mode: Mode) -> Started {
-        let now = self.clock.now();
+        let now = self.now();
         let mut entry = self.keys.entry(request.key.clone()).or_default();
         let state = entry.value_mut();
         let cooling = state.failure.as_ref().filter(|f| now < f.until);
@@ -976,7 +1022,7 @@ impl Inner {
         let previous = self.read_cache(request).await;
         if !forced {
             if let Some(token) = previous.as_ref() {
-                if token.freshness_at(self.clock.now()) == Freshness::Fresh {
+                if token.freshness_at(self.now()) == Freshness::Fresh {
                     return Ok(token.clone());
                 }
             }
@@ -995,7 +1041,7 @@ impl Inner {
         if !forced && lock.is_none() {
             // Another process may have stored a token while this one waited.
             if let Some(token) = self.read_cache(request).await {
-                if token.freshness_at(self.clock.now()) == Freshness::Fresh {
+                if token.freshness_at(self.now()) == Freshness::Fresh {
                     return Ok(token);
                 }
             }
@@ -1030,18 +1076,18 @@ impl Inner {
     ) -> Result<ClientAccessToken, TokenError> {
         let client = &request.client;
         let name = &*client.endpoint.name;
-        let first = self.clock.now();
+        let first = self.now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self.clock.now();
+            let sent = self.now();
             let sent_wall = self.clock.system_time();
             let outcome = self
                 .endpoint
                 .request_token(&client.endpoint, request.shape())
                 .instrument(tracing::debug_span!("attempt", attempt))
                 .await;
-            let took = self.clock.now().saturating_duration_since(sent);
+            let took = self.now().saturating_duration_since(sent);
             metrics::token_request(name, outcome.is_ok(), took);
             let error = match outcome {
                 Ok(response) => return self.make_token(client, response, sent, sent_wall),
@@ -1050,7 +1096,7 @@ impl Inner {
             if !error.is_transient() {
                 return Err(error);
             }
-            let elapsed = self.clock.now().saturating_duration_since(first);
+            let elapsed = self.now().saturating_duration_since(first);
             match self
                 .policy
                 .retry
@@ -1133,7 +1179,7 @@ impl Inner {
     /// A flight ended: it leaves the map (if it is still the key's flight), and its failure is
     /// remembered for the cool-down.
     fn finish(&self, request: &Request, id: u64, error: Option<&TokenError>) {
-        let now = self.clock.now();
+        let now = self.now();
         let name = &*request.client.endpoint.name;
         if let Some(mut entry) = self.keys.get_mut(&request.key) {
             let state = entry.value_mut();
