@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use super::cache::{
@@ -253,12 +253,66 @@ struct Failure {
     error: TokenError,
 }
 
+/// `None`: the flight ended without a result (its task panicked, or its runtime shut down).
 type FlightResult = Option<Result<ClientAccessToken, TokenError>>;
 
 struct Flight {
     id: u64,
     forced: bool,
-    result: watch::Receiver<FlightResult>,
+    outcome: Arc<FlightOutcome>,
+}
+
+/// A flight's result, published once to every caller that joined the flight.
+///
+/// Callers are woken one after the other, each by the one before: the flight (on the token
+/// runtime) wakes the first, and each woken caller wakes the next from its own worker thread, where
+/// the wake-up lands in the local run queue and the next caller runs on the same core with the
+/// shared state still in its cache. Waking all of them at once from the token runtime made every
+/// wake-up a remote one and had the worker threads contend for the same reference counts.
+#[derive(Default)]
+struct FlightOutcome {
+    result: OnceLock<FlightResult>,
+    woken: Notify,
+}
+
+impl FlightOutcome {
+    /// Waits for the result. Cancel-safe: a caller dropped after it was woken, before it woke the
+    /// next one, hands its wake-up on (`Notified` does so when dropped).
+    async fn wait(&self) -> FlightResult {
+        let mut woken = std::pin::pin!(self.woken.notified());
+        loop {
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            // Registered before the result is read again, so that a result published in between
+            // still wakes this caller.
+            woken.as_mut().enable();
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            woken.as_mut().await;
+            self.woken.notify_one();
+            woken.set(self.woken.notified());
+        }
+    }
+}
+
+/// The flight's side of its [`FlightOutcome`]: publishes the result, or `None` if the flight is
+/// dropped unfinished, and wakes one caller.
+struct Publisher(Arc<FlightOutcome>);
+
+impl Publisher {
+    fn publish(self, result: Result<ClientAccessToken, TokenError>) {
+        let _ = self.0.result.set(Some(result));
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        // Ignored when `publish` set it first.
+        let _ = self.0.result.set(None);
+        self.0.woken.notify_one();
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -275,7 +329,7 @@ enum Mode {
 }
 
 enum Started {
-    Wait(watch::Receiver<FlightResult>),
+    Wait(Arc<FlightOutcome>),
     Failed(TokenError),
     /// Forced renewals are rate-limited: use the current token.
     RateLimited,
@@ -566,7 +620,7 @@ impl AccessTokenManagementService {
             return Ok(token);
         }
         // Boxed so that the hit path's future stays small.
-        Box::pin(Arc::clone(&self.inner).get_uncached(client_name, parameters)).await
+        Box::pin(self.inner.get_uncached(client_name, parameters)).await
     }
 
     /// A token to replace `client_name`'s token that an API rejected (a 401): a forced renewal,
@@ -583,7 +637,7 @@ impl AccessTokenManagementService {
         parameters: &TokenRequestParameters,
     ) -> Result<ClientAccessToken, TokenError> {
         let request = self.inner.request(client_name, parameters)?;
-        Box::pin(Arc::clone(&self.inner).acquire(request, Mode::Rejected)).await
+        Box::pin(self.inner.acquire(request, Mode::Rejected)).await
     }
 
     /// Removes the cached token of `client_name` for these parameters (`force_renewal` is ignored),
@@ -699,7 +753,7 @@ impl Inner {
     /// Everything but a hit: resolves the client (failing for an unknown one), then reads the
     /// cache (which may be remote) and joins or starts the key's flight.
     async fn get_uncached(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         client_name: &str,
         parameters: &TokenRequestParameters,
     ) -> Result<ClientAccessToken, TokenError> {
@@ -722,7 +776,7 @@ impl Inner {
         if self.system_clock {
             SystemClock.now()
         } else {
-            self.now()
+            self.clock.now()
         }
     }
 
@@ -870,7 +924,7 @@ impl Inner {
 
     /// The miss path: the cache (which may be remote), then the flight for the key.
     async fn acquire(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         request: Request,
         mode: Mode,
     ) -> Result<ClientAccessToken, TokenError> {
@@ -889,16 +943,13 @@ impl Inner {
             }
             metrics::count(names::CACHE_MISSES, &request.client.endpoint.name);
         }
-        let mut result = match self.start(&request, mode) {
-            Started::Wait(result) => result,
+        let outcome = match self.start(&request, mode) {
+            Started::Wait(outcome) => outcome,
             Started::Failed(error) => return Err(error),
             Started::RateLimited => return Box::pin(self.acquire(request, Mode::Wait)).await,
             Started::Nothing { .. } => unreachable!("only background starts do nothing"),
         };
-        let outcome = match result.wait_for(Option::is_some).await {
-            Ok(done) => (*done).clone(),
-            Err(_closed) => None,
-        };
+        let outcome = outcome.wait().await;
         match outcome {
             // The flight's request was sent long before it returned (a stall, a suspend) and its
             // token expired on the way: request one for this caller instead (once: a forced
@@ -918,6 +969,8 @@ impl Inner {
     async fn read_cache(&self, request: &Request) -> Option<ClientAccessToken> {
         let token = match self.get_cached(&request.key) {
             Some(token) => token,
+            // The in-memory cache answers `get` as it answered `get_cached`.
+            None if self.memory.is_some() => return None,
             None => match self.cache.get(&request.key).await {
                 Ok(token) => token?,
                 Err(error) => {
@@ -943,7 +996,7 @@ impl Inner {
         match mode {
             Mode::Wait => {
                 if let Some(flight) = &state.flight {
-                    return Started::Wait(flight.result.clone());
+                    return Started::Wait(Arc::clone(&flight.outcome));
                 }
                 if let Some(failure) = cooling {
                     return Started::Failed(failure.error.clone());
@@ -958,7 +1011,7 @@ impl Inner {
             }
             Mode::Forced | Mode::Rejected => {
                 if let Some(flight) = state.flight.as_ref().filter(|f| f.forced) {
-                    return Started::Wait(flight.result.clone());
+                    return Started::Wait(Arc::clone(&flight.outcome));
                 }
                 if mode == Mode::Rejected {
                     let recent = state
@@ -973,11 +1026,12 @@ impl Inner {
         }
         let forced = matches!(mode, Mode::Forced | Mode::Rejected);
         let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = watch::channel(None);
+        let outcome = Arc::new(FlightOutcome::default());
+        let publisher = Publisher(Arc::clone(&outcome));
         state.flight = Some(Flight {
             id,
             forced,
-            result: receiver.clone(),
+            outcome: Arc::clone(&outcome),
         });
         state.running += 1;
         let written = Arc::clone(&state.written);
@@ -1005,10 +1059,10 @@ impl Inner {
             guard.inner.finish(&request, id, result.as_ref().err());
             guard.finished = true;
             // The flight has left the map: only callers that joined it get this result.
-            sender.send_replace(Some(result));
+            publisher.publish(result);
         };
         drop(self.runtime.spawn(flight.instrument(span)));
-        Started::Wait(receiver)
+        Started::Wait(outcome)
     }
 
     /// The body of a flight: re-check the cache (non-forced), request, store if newest.
@@ -1304,7 +1358,7 @@ pub(crate) fn effective_buffer(lifetime: Duration, configured: Duration) -> Dura
 }
 
 /// Removes a flight from the map if its task ends without finishing (it panicked, or its runtime
-/// shut down): waiters then see the channel close and get [`TokenError::Aborted`].
+/// shut down): its [`Publisher`], dropped with it, gives waiters [`TokenError::Aborted`].
 struct FlightGuard {
     inner: Arc<Inner>,
     key: CacheKey,
