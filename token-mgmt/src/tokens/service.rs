@@ -955,8 +955,7 @@ impl Inner {
             // token expired on the way: request one for this caller instead (once: a forced
             // flight's token is returned as it comes).
             Some(Ok(token))
-                if mode == Mode::Wait
-                    && token.freshness_at(self.now()) == Freshness::Expired =>
+                if mode == Mode::Wait && token.freshness_at(self.now()) == Freshness::Expired =>
             {
                 Box::pin(self.acquire(request, Mode::Forced)).await
             }
@@ -1387,6 +1386,107 @@ pub(crate) type WeakInner = Weak<Inner>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    type Waiting<'a> = Pin<Box<dyn Future<Output = FlightResult> + 'a>>;
+
+    /// Three callers waiting on `outcome`, each polled once (so registered), with their wakers.
+    fn three_waiters(outcome: &FlightOutcome) -> Vec<(Waiting<'_>, Arc<Counting>)> {
+        (0..3)
+            .map(|_| {
+                let mut waiting: Waiting<'_> = Box::pin(outcome.wait());
+                let counting = Arc::new(Counting::default());
+                let waker = Waker::from(Arc::clone(&counting));
+                assert!(
+                    waiting
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&waker))
+                        .is_pending()
+                );
+                (waiting, counting)
+            })
+            .collect()
+    }
+
+    fn poll(waiting: &mut Waiting<'_>, counting: &Arc<Counting>) -> Poll<FlightResult> {
+        let waker = Waker::from(Arc::clone(counting));
+        waiting.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+
+    fn woken(counting: &Counting) -> usize {
+        counting.0.load(Ordering::SeqCst)
+    }
+
+    fn token() -> ClientAccessToken {
+        ClientAccessToken::new("t", None, None, None, None).unwrap()
+    }
+
+    #[test]
+    fn each_woken_caller_wakes_the_next() {
+        let outcome = Arc::new(FlightOutcome::default());
+        let mut waiters = three_waiters(&outcome);
+        Publisher(Arc::clone(&outcome)).publish(Ok(token()));
+        // The flight wakes only the first caller.
+        assert_eq!(
+            waiters.iter().map(|(_, c)| woken(c)).collect::<Vec<_>>(),
+            [1, 0, 0]
+        );
+        for i in 0..3 {
+            let (waiting, counting) = &mut waiters[i];
+            let Poll::Ready(Some(Ok(got))) = poll(waiting, counting) else {
+                panic!("caller {i} woken without the token");
+            };
+            assert_eq!(got.access_token(), "t");
+            // Getting the result woke the next caller.
+            if let Some((_, next)) = waiters.get(i + 1) {
+                assert_eq!(woken(next), 1, "caller {} not woken", i + 1);
+            }
+        }
+        // A caller arriving after the result gets it at once.
+        let mut late: Waiting<'_> = Box::pin(outcome.wait());
+        assert!(matches!(
+            poll(&mut late, &Arc::default()),
+            Poll::Ready(Some(Ok(_)))
+        ));
+    }
+
+    #[test]
+    fn a_caller_dropped_after_its_wake_up_hands_it_on() {
+        let outcome = Arc::new(FlightOutcome::default());
+        let mut waiters = three_waiters(&outcome);
+        Publisher(Arc::clone(&outcome)).publish(Ok(token()));
+        // The first caller gives up before it runs: the second is woken instead.
+        drop(waiters.remove(0));
+        let (waiting, counting) = &mut waiters[0];
+        assert_eq!(woken(counting), 1);
+        assert!(matches!(poll(waiting, counting), Poll::Ready(Some(Ok(_)))));
+        let (waiting, counting) = &mut waiters[1];
+        assert_eq!(woken(counting), 1);
+        assert!(matches!(poll(waiting, counting), Poll::Ready(Some(Ok(_)))));
+    }
+
+    #[test]
+    fn a_flight_dropped_unfinished_wakes_its_callers_with_no_result() {
+        let outcome = Arc::new(FlightOutcome::default());
+        let mut waiters = three_waiters(&outcome);
+        drop(Publisher(Arc::clone(&outcome)));
+        for (waiting, counting) in &mut waiters {
+            assert_eq!(woken(counting), 1);
+            assert!(matches!(poll(waiting, counting), Poll::Ready(None)));
+        }
+    }
 
     #[test]
     fn buffer_is_at_most_half_the_lifetime() {
