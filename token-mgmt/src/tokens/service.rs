@@ -3,8 +3,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -149,7 +152,7 @@ impl ClientTable {
         Self { clients, index }
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, name: &str) -> Option<&Arc<ClientState>> {
         if self.clients.len() <= LINEAR_LOOKUP_MAX {
             self.clients.iter().find(|c| &*c.endpoint.name == name)
@@ -170,12 +173,15 @@ impl ClientTable {
     }
 }
 
+/// `repr(C)` with what a hit reads first: the key and the counter share the state's first cache line
+/// (with the `Arc` counts), whatever the size of the rest.
+#[repr(C)]
 pub(crate) struct ClientState {
+    default_key: CacheKey,
+    hits: ::metrics::Counter,
     pub(crate) endpoint: ClientEndpoint,
     fingerprint: String,
     default_shape: RequestShape,
-    default_key: CacheKey,
-    hits: ::metrics::Counter,
 }
 
 /// What [`Inner::change_clients`] does.
@@ -611,16 +617,28 @@ impl AccessTokenManagementService {
     /// (never cached; during the failure cool-down callers without a valid token get the same
     /// failure without a new request).
     #[doc(alias("GetAccessTokenAsync", "GetClientAccessTokenAsync"))]
-    pub async fn get_client_access_token(
-        &self,
-        client_name: &str,
-        parameters: &TokenRequestParameters,
-    ) -> Result<ClientAccessToken, TokenError> {
-        if let Some(token) = self.inner.hit(client_name, parameters) {
-            return Ok(token);
+    #[inline]
+    pub fn get_client_access_token<'a>(
+        &'a self,
+        client_name: &'a str,
+        parameters: &'a TokenRequestParameters,
+    ) -> impl Future<Output = Result<ClientAccessToken, TokenError>> + Send + 'a {
+        GetToken {
+            service: self,
+            client_name,
+            parameters,
+            miss: None,
         }
-        // Boxed so that the hit path's future stays small.
-        Box::pin(self.inner.get_uncached(client_name, parameters)).await
+    }
+
+    /// The miss path's future, built out of line and boxed: the hit's future stays small.
+    #[inline(never)]
+    fn miss<'a>(
+        &'a self,
+        client_name: &'a str,
+        parameters: &'a TokenRequestParameters,
+    ) -> Miss<'a> {
+        Box::pin(self.inner.get_uncached(client_name, parameters))
     }
 
     /// A token to replace `client_name`'s token that an API rejected (a 401): a forced renewal,
@@ -659,6 +677,39 @@ impl AccessTokenManagementService {
             .delete(&request.key)
             .await
             .map_err(|e| TokenError::cache(&request.client.endpoint.name, e))
+    }
+}
+
+type Miss<'a> = Pin<Box<dyn Future<Output = Result<ClientAccessToken, TokenError>> + Send + 'a>>;
+
+/// [`AccessTokenManagementService::get_client_access_token`]'s future. A plain future rather than an
+/// `async fn`'s state machine, with an inlinable `poll`: the hit (tried on the first poll, so that
+/// freshness is decided when the caller awaits, not when it made the future) is compiled into the
+/// caller, and only a miss builds the boxed future of the miss path. As an `async fn`, whether the
+/// compiler inlined the hit into callers changed with unrelated edits (and the hit's cost by half).
+struct GetToken<'a> {
+    service: &'a AccessTokenManagementService,
+    client_name: &'a str,
+    parameters: &'a TokenRequestParameters,
+    miss: Option<Miss<'a>>,
+}
+
+impl Future for GetToken<'_> {
+    type Output = Result<ClientAccessToken, TokenError>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.miss.is_none() {
+            if let Some(token) = this.service.inner.hit(this.client_name, this.parameters) {
+                return Poll::Ready(Ok(token));
+            }
+        }
+        let (service, client_name, parameters) = (this.service, this.client_name, this.parameters);
+        this.miss
+            .get_or_insert_with(|| service.miss(client_name, parameters))
+            .as_mut()
+            .poll(cx)
     }
 }
 
@@ -726,7 +777,7 @@ impl Inner {
     /// without a future, an allocation or a lock held. `None` for anything else (an unknown
     /// client, per-call parameters, a forced renewal, an expired or missing token), which
     /// [`get_uncached`](Self::get_uncached) handles.
-    #[inline]
+    #[inline(always)]
     fn hit(
         self: &Arc<Self>,
         client_name: &str,
@@ -762,7 +813,7 @@ impl Inner {
     }
 
     /// The cache's synchronous read; statically dispatched (inlined) for the default cache.
-    #[inline]
+    #[inline(always)]
     fn get_cached(&self, key: &CacheKey) -> Option<ClientAccessToken> {
         match &self.memory {
             Some(memory) => memory.get_cached(key),
@@ -771,13 +822,20 @@ impl Inner {
     }
 
     /// The service clock; read directly (inlined) when it is the default [`SystemClock`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn now(&self) -> Stamp {
         if self.system_clock {
             SystemClock.now()
         } else {
-            self.clock.now()
+            self.injected_now()
         }
+    }
+
+    /// An injected clock's `now`, out of line: the branch to it stays off the hit's code.
+    #[cold]
+    #[inline(never)]
+    fn injected_now(&self) -> Stamp {
+        self.clock.now()
     }
 
     fn client(&self, name: &str) -> Result<Arc<ClientState>, TokenError> {
@@ -1386,9 +1444,7 @@ pub(crate) type WeakInner = Weak<Inner>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll, Wake, Waker};
+    use std::task::{Wake, Waker};
 
     /// A waker that counts its wake-ups.
     #[derive(Default)]
