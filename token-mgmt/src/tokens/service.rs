@@ -777,7 +777,7 @@ impl Inner {
     /// without a future, an allocation or a lock held. `None` for anything else (an unknown
     /// client, per-call parameters, a forced renewal, an expired or missing token), which
     /// [`get_uncached`](Self::get_uncached) handles.
-    #[inline(always)]
+    #[inline]
     fn hit(
         self: &Arc<Self>,
         client_name: &str,
