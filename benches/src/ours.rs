@@ -343,7 +343,11 @@ pub async fn scale_memory(
         CountingAllocator::is_active(),
         "scale needs the counting allocator (run the `load` binary)"
     );
-    let service = token_service(token_url, names)?;
+    // Room for every token: the default capacity (10,000) would evict most of them and the figure
+    // would measure a tenth of the tokens.
+    let mut options = options_for(token_url, names);
+    options.max_cached_tokens = names.len() * scopes;
+    let service = AccessTokenManagementService::new(options)?;
     let before = CountingAllocator::live_bytes();
     let mut fetched = 0u64;
     let pairs: Vec<(&String, String)> = names

@@ -3,14 +3,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use tokio::runtime::Handle;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use super::cache::{
@@ -101,8 +104,13 @@ pub(crate) struct Inner {
     /// The token clients; replaced whole when a client is added, replaced or removed at run time.
     clients: ArcSwap<ClientTable>,
     cache: Arc<dyn ClientAccessTokenCache>,
+    /// `cache` itself when it is the default in-memory cache: read without dynamic dispatch, so
+    /// that a hit inlines the lookup.
+    memory: Option<Arc<InMemoryClientAccessTokenCache>>,
     endpoint: TokenEndpointClient,
     pub(crate) clock: Arc<dyn Clock>,
+    /// `clock` is the default [`SystemClock`]: read directly, so that a hit inlines the read.
+    system_clock: bool,
     runtime: Handle,
     pub(crate) policy: Policy,
     key_prefix: String,
@@ -144,7 +152,7 @@ impl ClientTable {
         Self { clients, index }
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, name: &str) -> Option<&Arc<ClientState>> {
         if self.clients.len() <= LINEAR_LOOKUP_MAX {
             self.clients.iter().find(|c| &*c.endpoint.name == name)
@@ -165,12 +173,15 @@ impl ClientTable {
     }
 }
 
+/// `repr(C)` with what a hit reads first: the key and the counter share the state's first cache line
+/// (with the `Arc` counts), whatever the size of the rest.
+#[repr(C)]
 pub(crate) struct ClientState {
+    default_key: CacheKey,
+    hits: ::metrics::Counter,
     pub(crate) endpoint: ClientEndpoint,
     fingerprint: String,
     default_shape: RequestShape,
-    default_key: CacheKey,
-    hits: ::metrics::Counter,
 }
 
 /// What [`Inner::change_clients`] does.
@@ -248,12 +259,84 @@ struct Failure {
     error: TokenError,
 }
 
+/// `None`: the flight ended without a result (its task panicked, or its runtime shut down).
 type FlightResult = Option<Result<ClientAccessToken, TokenError>>;
 
 struct Flight {
     id: u64,
     forced: bool,
-    result: watch::Receiver<FlightResult>,
+    outcome: Arc<FlightOutcome>,
+}
+
+/// A flight's result, published once to every caller that joined the flight.
+///
+/// Callers are woken one after the other, each by the one before: the flight (on the token
+/// runtime) wakes the first, and each woken caller wakes the next from its own worker thread, where
+/// the wake-up lands in the local run queue and the next caller runs on the same core with the
+/// shared state still in its cache. Waking all of them at once from the token runtime made every
+/// wake-up a remote one and had the worker threads contend for the same reference counts.
+#[derive(Default)]
+struct FlightOutcome {
+    result: OnceLock<FlightResult>,
+    woken: Notify,
+}
+
+impl FlightOutcome {
+    /// Waits for the result. Cancel-safe: a caller dropped after it was woken, before it woke the
+    /// next one, hands its wake-up on (`Notified` does so when dropped).
+    async fn wait(&self) -> FlightResult {
+        let mut woken = std::pin::pin!(self.woken.notified());
+        loop {
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            // Registered before the result is read again, so that a result published in between
+            // still wakes this caller.
+            woken.as_mut().enable();
+            if let Some(result) = self.result.get() {
+                return result.clone();
+            }
+            woken.as_mut().await;
+            self.woken.notify_one();
+            woken.set(self.woken.notified());
+        }
+    }
+
+    /// Wakes every caller still waiting (the chain's fallback, see [`WAKE_ALL_AFTER`]).
+    fn wake_all(&self) {
+        self.woken.notify_waiters();
+    }
+}
+
+/// How long after publishing a flight wakes every caller still waiting. The chain of wake-ups
+/// stops at a caller that was woken but is never polled again (kept in a `select!` that moved on, a
+/// task stuck on blocking work): the callers behind it then get the result this much later, not
+/// never. A healthy chain has woken 10,000 callers well before (BENCHMARKS.md section 3).
+const WAKE_ALL_AFTER: Duration = Duration::from_millis(10);
+
+/// The flight's side of its [`FlightOutcome`]: publishes the result, or `None` if the flight is
+/// dropped unfinished, and wakes the callers.
+struct Publisher(Arc<FlightOutcome>);
+
+impl Publisher {
+    /// Publishes the result and wakes the first caller. The flight then calls
+    /// [`FlightOutcome::wake_all`] [`WAKE_ALL_AFTER`] later.
+    fn publish(self, result: Result<ClientAccessToken, TokenError>) -> Arc<FlightOutcome> {
+        let outcome = Arc::clone(&self.0);
+        let _ = outcome.result.set(Some(result));
+        outcome
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if self.0.result.set(None).is_ok() {
+            // The flight ended unfinished (its task panicked, its runtime shut down): no chain.
+            self.0.wake_all();
+        } else {
+            self.0.woken.notify_one();
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -270,7 +353,7 @@ enum Mode {
 }
 
 enum Started {
-    Wait(watch::Receiver<FlightResult>),
+    Wait(Arc<FlightOutcome>),
     Failed(TokenError),
     /// Forced renewals are rate-limited: use the current token.
     RateLimited,
@@ -341,6 +424,7 @@ impl AccessTokenManagementServiceBuilder {
                 source: Arc::new(e),
             })?,
         };
+        let system_clock = self.clock.is_none();
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let endpoint = TokenEndpointClient::new(
             http,
@@ -363,17 +447,23 @@ impl AccessTokenManagementServiceBuilder {
                 Arc::new(ClientState::new(name, client_options.clone(), &context))
             })
             .collect();
-        let cache = self.cache.unwrap_or_else(|| {
-            Arc::new(InMemoryClientAccessTokenCache::with_max_entries(
-                options.max_cached_tokens,
-            ))
-        });
+        let (cache, memory): (Arc<dyn ClientAccessTokenCache>, _) = match self.cache {
+            Some(cache) => (cache, None),
+            None => {
+                let memory = Arc::new(InMemoryClientAccessTokenCache::with_max_entries(
+                    options.max_cached_tokens,
+                ));
+                (memory.clone(), Some(memory))
+            }
+        };
         Ok(AccessTokenManagementService {
             inner: Arc::new(Inner {
                 clients: ArcSwap::from_pointee(ClientTable::new(clients)),
                 cache,
+                memory,
                 endpoint,
                 clock,
+                system_clock,
                 runtime,
                 policy: Policy {
                     buffer: options.cache_lifetime_buffer,
@@ -545,28 +635,28 @@ impl AccessTokenManagementService {
     /// (never cached; during the failure cool-down callers without a valid token get the same
     /// failure without a new request).
     #[doc(alias("GetAccessTokenAsync", "GetClientAccessTokenAsync"))]
-    pub async fn get_client_access_token(
-        &self,
-        client_name: &str,
-        parameters: &TokenRequestParameters,
-    ) -> Result<ClientAccessToken, TokenError> {
-        let inner = &self.inner;
-        let table = inner.clients.load();
-        let client = table
-            .get(client_name)
-            .ok_or_else(|| table.unknown(client_name))?;
-        if parameters.is_client_default() {
-            if !parameters.force_renewal {
-                if let Some(token) = inner.ready(client) {
-                    return Ok(token);
-                }
-            }
-            // Miss: boxed so that the hit path's future stays small.
-            let request = inner.default_request(client);
-            return Box::pin(Arc::clone(inner).acquire(request, forced(parameters))).await;
+    #[inline]
+    pub fn get_client_access_token<'a>(
+        &'a self,
+        client_name: &'a str,
+        parameters: &'a TokenRequestParameters,
+    ) -> impl Future<Output = Result<ClientAccessToken, TokenError>> + Send + 'a {
+        GetToken {
+            service: self,
+            client_name,
+            parameters,
+            miss: None,
         }
-        let request = inner.request_for(client, parameters)?;
-        Box::pin(Arc::clone(inner).acquire(request, forced(parameters))).await
+    }
+
+    /// The miss path's future, built out of line and boxed: the hit's future stays small.
+    #[inline(never)]
+    fn miss<'a>(
+        &'a self,
+        client_name: &'a str,
+        parameters: &'a TokenRequestParameters,
+    ) -> Miss<'a> {
+        Box::pin(self.inner.get_uncached(client_name, parameters))
     }
 
     /// The token [`get_client_access_token`](Self::get_client_access_token) would return without
@@ -578,11 +668,7 @@ impl AccessTokenManagementService {
         client_name: &str,
         parameters: &TokenRequestParameters,
     ) -> Option<ClientAccessToken> {
-        if !parameters.is_client_default() || parameters.force_renewal {
-            return None;
-        }
-        let table = self.inner.clients.load();
-        self.inner.ready(table.get(client_name)?)
+        self.inner.hit(client_name, parameters)
     }
 
     /// A token to replace `client_name`'s token that an API rejected (a 401): a forced renewal,
@@ -599,7 +685,7 @@ impl AccessTokenManagementService {
         parameters: &TokenRequestParameters,
     ) -> Result<ClientAccessToken, TokenError> {
         let request = self.inner.request(client_name, parameters)?;
-        Box::pin(Arc::clone(&self.inner).acquire(request, Mode::Rejected)).await
+        Box::pin(self.inner.acquire(request, Mode::Rejected)).await
     }
 
     /// Removes the cached token of `client_name` for these parameters (`force_renewal` is ignored),
@@ -621,6 +707,39 @@ impl AccessTokenManagementService {
             .delete(&request.key)
             .await
             .map_err(|e| TokenError::cache(&request.client.endpoint.name, e))
+    }
+}
+
+type Miss<'a> = Pin<Box<dyn Future<Output = Result<ClientAccessToken, TokenError>> + Send + 'a>>;
+
+/// [`AccessTokenManagementService::get_client_access_token`]'s future. A plain future rather than an
+/// `async fn`'s state machine, with an inlinable `poll`: the hit (tried on the first poll, so that
+/// freshness is decided when the caller awaits, not when it made the future) is compiled into the
+/// caller, and only a miss builds the boxed future of the miss path. As an `async fn`, whether the
+/// compiler inlined the hit into callers changed with unrelated edits (and the hit's cost by half).
+struct GetToken<'a> {
+    service: &'a AccessTokenManagementService,
+    client_name: &'a str,
+    parameters: &'a TokenRequestParameters,
+    miss: Option<Miss<'a>>,
+}
+
+impl Future for GetToken<'_> {
+    type Output = Result<ClientAccessToken, TokenError>;
+
+    #[inline(always)]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.miss.is_none() {
+            if let Some(token) = this.service.inner.hit(this.client_name, this.parameters) {
+                return Poll::Ready(Ok(token));
+            }
+        }
+        let (service, client_name, parameters) = (this.service, this.client_name, this.parameters);
+        this.miss
+            .get_or_insert_with(|| service.miss(client_name, parameters))
+            .as_mut()
+            .poll(cx)
     }
 }
 
@@ -684,6 +803,71 @@ impl ClientState {
 }
 
 impl Inner {
+    /// The hit: a fresh or due token of the client's default request, straight from the cache,
+    /// without a future, an allocation or a lock held. `None` for anything else (an unknown
+    /// client, per-call parameters, a forced renewal, an expired or missing token), which
+    /// [`get_uncached`](Self::get_uncached) handles.
+    #[inline]
+    fn hit(
+        self: &Arc<Self>,
+        client_name: &str,
+        parameters: &TokenRequestParameters,
+    ) -> Option<ClientAccessToken> {
+        if parameters.force_renewal || !parameters.is_client_default() {
+            return None;
+        }
+        let table = self.clients.load();
+        let client = table.get(client_name)?;
+        let token = self.get_cached(&client.default_key)?;
+        let now = self.now();
+        match token.freshness_at(now) {
+            Freshness::Fresh => {
+                token.touch(now);
+                client.hits.increment(1);
+                Some(token)
+            }
+            Freshness::Due => Some(self.serve_due(&self.default_request(client), token, now)),
+            Freshness::Expired => None,
+        }
+    }
+
+    /// Everything but a hit: resolves the client (failing for an unknown one), then reads the
+    /// cache (which may be remote) and joins or starts the key's flight.
+    async fn get_uncached(
+        self: &Arc<Self>,
+        client_name: &str,
+        parameters: &TokenRequestParameters,
+    ) -> Result<ClientAccessToken, TokenError> {
+        let request = self.request(client_name, parameters)?;
+        self.acquire(request, forced(parameters)).await
+    }
+
+    /// The cache's synchronous read; statically dispatched (inlined) for the default cache.
+    #[inline(always)]
+    fn get_cached(&self, key: &CacheKey) -> Option<ClientAccessToken> {
+        match &self.memory {
+            Some(memory) => memory.get_cached(key),
+            None => self.cache.get_cached(key),
+        }
+    }
+
+    /// The service clock; read directly (inlined) when it is the default [`SystemClock`].
+    #[inline(always)]
+    pub(crate) fn now(&self) -> Stamp {
+        if self.system_clock {
+            SystemClock.now()
+        } else {
+            self.injected_now()
+        }
+    }
+
+    /// An injected clock's `now`, out of line: the branch to it stays off the hit's code.
+    #[cold]
+    #[inline(never)]
+    fn injected_now(&self) -> Stamp {
+        self.clock.now()
+    }
+
     fn client(&self, name: &str) -> Result<Arc<ClientState>, TokenError> {
         let table = self.clients.load();
         table.get(name).cloned().ok_or_else(|| table.unknown(name))
@@ -796,25 +980,6 @@ impl Inner {
         self.request_for(&client, parameters)
     }
 
-    /// The client's default token, if it can be served now: fresh, or due (then served at once
-    /// while it is renewed in the background).
-    fn ready(self: &Arc<Self>, client: &Arc<ClientState>) -> Option<ClientAccessToken> {
-        let token = self.cache.get_cached(&client.default_key)?;
-        let now = self.clock.now();
-        match token.freshness_at(now) {
-            Freshness::Fresh => {
-                token.touch(now);
-                client.hits.increment(1);
-                Some(token)
-            }
-            Freshness::Due => {
-                let request = self.default_request(client);
-                Some(self.serve_due(&request, token, now))
-            }
-            Freshness::Expired => None,
-        }
-    }
-
     /// A due token is served at once; its renewal starts in the background.
     fn serve_due(
         self: &Arc<Self>,
@@ -847,13 +1012,13 @@ impl Inner {
 
     /// The miss path: the cache (which may be remote), then the flight for the key.
     async fn acquire(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         request: Request,
         mode: Mode,
     ) -> Result<ClientAccessToken, TokenError> {
         if mode == Mode::Wait {
             if let Some(token) = self.read_cache(&request).await {
-                let now = self.clock.now();
+                let now = self.now();
                 match token.freshness_at(now) {
                     Freshness::Fresh => {
                         token.touch(now);
@@ -866,23 +1031,19 @@ impl Inner {
             }
             metrics::count(names::CACHE_MISSES, &request.client.endpoint.name);
         }
-        let mut result = match self.start(&request, mode) {
-            Started::Wait(result) => result,
+        let outcome = match self.start(&request, mode) {
+            Started::Wait(outcome) => outcome,
             Started::Failed(error) => return Err(error),
             Started::RateLimited => return Box::pin(self.acquire(request, Mode::Wait)).await,
             Started::Nothing { .. } => unreachable!("only background starts do nothing"),
         };
-        let outcome = match result.wait_for(Option::is_some).await {
-            Ok(done) => (*done).clone(),
-            Err(_closed) => None,
-        };
+        let outcome = outcome.wait().await;
         match outcome {
             // The flight's request was sent long before it returned (a stall, a suspend) and its
             // token expired on the way: request one for this caller instead (once: a forced
             // flight's token is returned as it comes).
             Some(Ok(token))
-                if mode == Mode::Wait
-                    && token.freshness_at(self.clock.now()) == Freshness::Expired =>
+                if mode == Mode::Wait && token.freshness_at(self.now()) == Freshness::Expired =>
             {
                 Box::pin(self.acquire(request, Mode::Forced)).await
             }
@@ -893,8 +1054,10 @@ impl Inner {
     /// Reads the cache (the synchronous path first); a backend error is logged and treated as a miss.
     /// A token without deadlines (rebuilt by a remote cache) is anchored on the clock.
     async fn read_cache(&self, request: &Request) -> Option<ClientAccessToken> {
-        let token = match self.cache.get_cached(&request.key) {
+        let token = match self.get_cached(&request.key) {
             Some(token) => token,
+            // The in-memory cache answers `get` as it answered `get_cached`.
+            None if self.memory.is_some() => return None,
             None => match self.cache.get(&request.key).await {
                 Ok(token) => token?,
                 Err(error) => {
@@ -913,14 +1076,14 @@ impl Inner {
     /// Joins or starts the flight for the request's key, as `mode` allows. No lock is held once this
     /// returns, and none is held while spawning.
     fn start(self: &Arc<Self>, request: &Request, mode: Mode) -> Started {
-        let now = self.clock.now();
+        let now = self.now();
         let mut entry = self.keys.entry(request.key.clone()).or_default();
         let state = entry.value_mut();
         let cooling = state.failure.as_ref().filter(|f| now < f.until);
         match mode {
             Mode::Wait => {
                 if let Some(flight) = &state.flight {
-                    return Started::Wait(flight.result.clone());
+                    return Started::Wait(Arc::clone(&flight.outcome));
                 }
                 if let Some(failure) = cooling {
                     return Started::Failed(failure.error.clone());
@@ -935,7 +1098,7 @@ impl Inner {
             }
             Mode::Forced | Mode::Rejected => {
                 if let Some(flight) = state.flight.as_ref().filter(|f| f.forced) {
-                    return Started::Wait(flight.result.clone());
+                    return Started::Wait(Arc::clone(&flight.outcome));
                 }
                 if mode == Mode::Rejected {
                     let recent = state
@@ -950,11 +1113,12 @@ impl Inner {
         }
         let forced = matches!(mode, Mode::Forced | Mode::Rejected);
         let id = self.next_flight_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = watch::channel(None);
+        let outcome = Arc::new(FlightOutcome::default());
+        let publisher = Publisher(Arc::clone(&outcome));
         state.flight = Some(Flight {
             id,
             forced,
-            result: receiver.clone(),
+            outcome: Arc::clone(&outcome),
         });
         state.running += 1;
         let written = Arc::clone(&state.written);
@@ -982,10 +1146,12 @@ impl Inner {
             guard.inner.finish(&request, id, result.as_ref().err());
             guard.finished = true;
             // The flight has left the map: only callers that joined it get this result.
-            sender.send_replace(Some(result));
+            let outcome = publisher.publish(result);
+            tokio::time::sleep(WAKE_ALL_AFTER).await;
+            outcome.wake_all();
         };
         drop(self.runtime.spawn(flight.instrument(span)));
-        Started::Wait(receiver)
+        Started::Wait(outcome)
     }
 
     /// The body of a flight: re-check the cache (non-forced), request, store if newest.
@@ -999,7 +1165,7 @@ impl Inner {
         let previous = self.read_cache(request).await;
         if !forced {
             if let Some(token) = previous.as_ref() {
-                if token.freshness_at(self.clock.now()) == Freshness::Fresh {
+                if token.freshness_at(self.now()) == Freshness::Fresh {
                     return Ok(token.clone());
                 }
             }
@@ -1018,7 +1184,7 @@ impl Inner {
         if !forced && lock.is_none() {
             // Another process may have stored a token while this one waited.
             if let Some(token) = self.read_cache(request).await {
-                if token.freshness_at(self.clock.now()) == Freshness::Fresh {
+                if token.freshness_at(self.now()) == Freshness::Fresh {
                     return Ok(token);
                 }
             }
@@ -1053,18 +1219,18 @@ impl Inner {
     ) -> Result<ClientAccessToken, TokenError> {
         let client = &request.client;
         let name = &*client.endpoint.name;
-        let first = self.clock.now();
+        let first = self.now();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self.clock.now();
+            let sent = self.now();
             let sent_wall = self.clock.system_time();
             let outcome = self
                 .endpoint
                 .request_token(&client.endpoint, request.shape())
                 .instrument(tracing::debug_span!("attempt", attempt))
                 .await;
-            let took = self.clock.now().saturating_duration_since(sent);
+            let took = self.now().saturating_duration_since(sent);
             metrics::token_request(name, outcome.is_ok(), took);
             let error = match outcome {
                 Ok(response) => return self.make_token(client, response, sent, sent_wall),
@@ -1073,7 +1239,7 @@ impl Inner {
             if !error.is_transient() {
                 return Err(error);
             }
-            let elapsed = self.clock.now().saturating_duration_since(first);
+            let elapsed = self.now().saturating_duration_since(first);
             match self
                 .policy
                 .retry
@@ -1156,7 +1322,7 @@ impl Inner {
     /// A flight ended: it leaves the map (if it is still the key's flight), and its failure is
     /// remembered for the cool-down.
     fn finish(&self, request: &Request, id: u64, error: Option<&TokenError>) {
-        let now = self.clock.now();
+        let now = self.now();
         let name = &*request.client.endpoint.name;
         if let Some(mut entry) = self.keys.get_mut(&request.key) {
             let state = entry.value_mut();
@@ -1281,7 +1447,7 @@ pub(crate) fn effective_buffer(lifetime: Duration, configured: Duration) -> Dura
 }
 
 /// Removes a flight from the map if its task ends without finishing (it panicked, or its runtime
-/// shut down): waiters then see the channel close and get [`TokenError::Aborted`].
+/// shut down): its [`Publisher`], dropped with it, gives waiters [`TokenError::Aborted`].
 struct FlightGuard {
     inner: Arc<Inner>,
     key: CacheKey,
@@ -1310,6 +1476,119 @@ pub(crate) type WeakInner = Weak<Inner>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::{Wake, Waker};
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    type Waiting<'a> = Pin<Box<dyn Future<Output = FlightResult> + 'a>>;
+
+    /// Three callers waiting on `outcome`, each polled once (so registered), with their wakers.
+    fn three_waiters(outcome: &FlightOutcome) -> Vec<(Waiting<'_>, Arc<Counting>)> {
+        (0..3)
+            .map(|_| {
+                let mut waiting: Waiting<'_> = Box::pin(outcome.wait());
+                let counting = Arc::new(Counting::default());
+                let waker = Waker::from(Arc::clone(&counting));
+                assert!(
+                    waiting
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&waker))
+                        .is_pending()
+                );
+                (waiting, counting)
+            })
+            .collect()
+    }
+
+    fn poll(waiting: &mut Waiting<'_>, counting: &Arc<Counting>) -> Poll<FlightResult> {
+        let waker = Waker::from(Arc::clone(counting));
+        waiting.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+
+    fn woken(counting: &Counting) -> usize {
+        counting.0.load(Ordering::SeqCst)
+    }
+
+    fn token() -> ClientAccessToken {
+        ClientAccessToken::new("t", None, None, None, None).unwrap()
+    }
+
+    #[test]
+    fn each_woken_caller_wakes_the_next() {
+        let outcome = Arc::new(FlightOutcome::default());
+        let mut waiters = three_waiters(&outcome);
+        Publisher(Arc::clone(&outcome)).publish(Ok(token()));
+        // The flight wakes only the first caller.
+        assert_eq!(
+            waiters.iter().map(|(_, c)| woken(c)).collect::<Vec<_>>(),
+            [1, 0, 0]
+        );
+        for i in 0..3 {
+            let (waiting, counting) = &mut waiters[i];
+            let Poll::Ready(Some(Ok(got))) = poll(waiting, counting) else {
+                panic!("caller {i} woken without the token");
+            };
+            assert_eq!(got.access_token(), "t");
+            // Getting the result woke the next caller.
+            if let Some((_, next)) = waiters.get(i + 1) {
+                assert_eq!(woken(next), 1, "caller {} not woken", i + 1);
+            }
+        }
+        // A caller arriving after the result gets it at once.
+        let mut late: Waiting<'_> = Box::pin(outcome.wait());
+        assert!(matches!(
+            poll(&mut late, &Arc::default()),
+            Poll::Ready(Some(Ok(_)))
+        ));
+    }
+
+    #[test]
+    fn a_caller_dropped_after_its_wake_up_hands_it_on() {
+        let outcome = Arc::new(FlightOutcome::default());
+        let mut waiters = three_waiters(&outcome);
+        Publisher(Arc::clone(&outcome)).publish(Ok(token()));
+        // The first caller gives up before it runs: the second is woken instead.
+        drop(waiters.remove(0));
+        let (waiting, counting) = &mut waiters[0];
+        assert_eq!(woken(counting), 1);
+        assert!(matches!(poll(waiting, counting), Poll::Ready(Some(Ok(_)))));
+        let (waiting, counting) = &mut waiters[1];
+        assert_eq!(woken(counting), 1);
+        assert!(matches!(poll(waiting, counting), Poll::Ready(Some(Ok(_)))));
+    }
+
+    #[test]
+    fn the_callers_behind_one_that_is_never_polled_are_woken_by_the_fallback() {
+        let outcome = Arc::new(FlightOutcome::default());
+        let mut waiters = three_waiters(&outcome);
+        Publisher(Arc::clone(&outcome)).publish(Ok(token()));
+        // The first caller is woken but never runs: the chain stops there.
+        assert_eq!(woken(&waiters[1].1), 0);
+        outcome.wake_all();
+        for (waiting, counting) in &mut waiters[1..] {
+            assert_eq!(woken(counting), 1);
+            assert!(matches!(poll(waiting, counting), Poll::Ready(Some(Ok(_)))));
+        }
+    }
+
+    #[test]
+    fn a_flight_dropped_unfinished_wakes_its_callers_with_no_result() {
+        let outcome = Arc::new(FlightOutcome::default());
+        let mut waiters = three_waiters(&outcome);
+        drop(Publisher(Arc::clone(&outcome)));
+        for (waiting, counting) in &mut waiters {
+            assert_eq!(woken(counting), 1);
+            assert!(matches!(poll(waiting, counting), Poll::Ready(None)));
+        }
+    }
 
     #[test]
     fn buffer_is_at_most_half_the_lifetime() {
