@@ -1,8 +1,9 @@
 //! Resolving a request path against a client's base address, like .NET's `new Uri(base, relative)`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use url::Url;
 
 use super::error::InvalidUrlReason;
@@ -14,10 +15,16 @@ use super::error::InvalidUrlReason;
 /// [`append_plain_path`]) is parsed once and then copied (one allocation, as for any `Url`). The memo
 /// is bounded: past [`Self::CAPACITY`] paths, new ones are resolved on every request, as without it.
 /// Other paths (absolute URLs, queries, dot segments) are resolved every time: they vary per request.
+///
+/// The memo is read on every request from every thread and written a few hundred times at most: it
+/// is an immutable map swapped whole on a write (`arc-swap`), so that a read takes no lock (a
+/// read-write lock's counter is one cache line that every request of every thread writes).
 pub(crate) struct Resolver {
     base: Option<Url>,
-    memo: RwLock<HashMap<Box<str>, Arc<Url>, foldhash::fast::RandomState>>,
+    memo: ArcSwap<Memo>,
 }
+
+type Memo = HashMap<Box<str>, Arc<Url>, foldhash::fast::RandomState>;
 
 /// A resolved request path.
 pub(crate) struct Resolved {
@@ -36,7 +43,7 @@ impl Resolver {
     pub(crate) fn new(base: Option<Url>) -> Self {
         Self {
             base,
-            memo: RwLock::default(),
+            memo: ArcSwap::default(),
         }
     }
 
@@ -55,9 +62,8 @@ impl Resolver {
         let Some(base) = &self.base else {
             return resolve(None, path).map(other);
         };
-        // A poisoned lock only means a panic elsewhere while it was held; the map is still whole.
         let full = {
-            let memo = self.memo.read().unwrap_or_else(PoisonError::into_inner);
+            let memo = self.memo.load();
             if let Some(url) = memo.get(path) {
                 return Ok(Resolved {
                     url: Url::clone(url),
@@ -70,16 +76,18 @@ impl Resolver {
         let Some(url) = append_plain_path(base, path) else {
             return resolve(Some(base), path).map(other);
         };
-        let mut shared = None;
-        if !full {
-            let mut memo = self.memo.write().unwrap_or_else(PoisonError::into_inner);
-            if memo.len() < Self::CAPACITY {
-                let memoized = memo
-                    .entry(path.into())
-                    .or_insert_with(|| Arc::new(url.clone()));
-                shared = Some(Arc::clone(memoized));
-            }
-        }
+        let shared = (!full).then(|| {
+            let shared = Arc::new(url.clone());
+            self.memo.rcu(|memo| {
+                let mut memo = Memo::clone(memo);
+                if memo.len() < Self::CAPACITY {
+                    memo.entry(path.into())
+                        .or_insert_with(|| Arc::clone(&shared));
+                }
+                memo
+            });
+            shared
+        });
         Ok(Resolved {
             url,
             base_origin: true,
@@ -89,10 +97,7 @@ impl Resolver {
 
     #[cfg(test)]
     fn memoized(&self) -> usize {
-        self.memo
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.memo.load().len()
     }
 }
 
@@ -292,6 +297,34 @@ mod tests {
             Resolver::new(None).resolve("test"),
             Err(InvalidUrlReason::RelativeWithoutBaseAddress)
         ));
+    }
+
+    #[test]
+    fn concurrent_writers_keep_every_path_and_the_bound() {
+        let resolver = Resolver::new(Some(base("http://h/api/")));
+        std::thread::scope(|scope| {
+            for thread in 0..8 {
+                let resolver = &resolver;
+                scope.spawn(move || {
+                    for i in 0..200 {
+                        // Half the paths are shared by all threads, half are the thread's own.
+                        let path = if i % 2 == 0 {
+                            format!("shared/{i}")
+                        } else {
+                            format!("t{thread}/{i}")
+                        };
+                        let resolved = resolver.resolve(&path).unwrap();
+                        assert_eq!(resolved.url.as_str(), format!("http://h/api/{path}"));
+                    }
+                });
+            }
+        });
+        assert_eq!(resolver.memoized(), Resolver::CAPACITY);
+        let memo = resolver.memo.load();
+        assert!(
+            memo.iter()
+                .all(|(path, url)| url.as_str() == format!("http://h/api/{path}"))
+        );
     }
 
     #[test]
