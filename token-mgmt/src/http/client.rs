@@ -9,7 +9,7 @@ use url::Url;
 
 use super::error::HttpError;
 use super::request::{InvalidUrl, Provenance, RequestBuilder};
-use super::resolve::{Resolver, redacted};
+use super::resolve::{Resolved, Resolver, redacted};
 use crate::tokens::ClientAccessTokenHandler;
 
 /// A named HTTP client made by [`HttpClientFactory::create_client`](super::HttpClientFactory::create_client).
@@ -110,11 +110,13 @@ impl HttpClient {
 
     /// The full URL a path resolves to.
     pub fn resolve(&self, path: impl AsRef<str>) -> Result<Url, HttpError> {
-        let path = path.as_ref();
+        self.resolved(path.as_ref()).map(|resolved| resolved.url)
+    }
+
+    fn resolved(&self, path: &str) -> Result<Resolved, HttpError> {
         self.inner
             .resolver
             .resolve(path)
-            .map(|resolved| resolved.url)
             .map_err(|reason| HttpError::invalid_url(self.inner.name.clone(), path, reason))
     }
 
@@ -133,14 +135,7 @@ impl HttpClient {
     pub fn request(&self, method: Method, path: impl AsRef<str>) -> RequestBuilder {
         let path = path.as_ref();
         match self.inner.resolver.resolve(path) {
-            Ok(resolved) => RequestBuilder::new(
-                self.clone(),
-                Ok(self.inner.reqwest.request(method, resolved.url)),
-                Provenance {
-                    base: resolved.base_origin,
-                    shared_url: resolved.shared,
-                },
-            ),
+            Ok(resolved) => self.request_resolved(method, resolved),
             Err(reason) => RequestBuilder::new(
                 self.clone(),
                 Err(InvalidUrl {
@@ -158,15 +153,18 @@ impl HttpClient {
         method: Method,
         path: impl AsRef<str>,
     ) -> Result<RequestBuilder, HttpError> {
-        let url = self.resolve(path)?;
-        Ok(self.request_url(method, url))
+        let resolved = self.resolved(path.as_ref())?;
+        Ok(self.request_resolved(method, resolved))
     }
 
-    fn request_url(&self, method: Method, url: Url) -> RequestBuilder {
+    fn request_resolved(&self, method: Method, resolved: Resolved) -> RequestBuilder {
         RequestBuilder::new(
             self.clone(),
-            Ok(self.inner.reqwest.request(method, url)),
-            Provenance::default(),
+            Ok(self.inner.reqwest.request(method, resolved.url)),
+            Provenance {
+                base: resolved.base_origin,
+                shared_url: resolved.shared,
+            },
         )
     }
 
@@ -206,11 +204,11 @@ impl HttpClient {
     /// (redacted) URL; the body of such a response is not read.
     #[doc(alias = "GetStringAsync")]
     pub async fn get_string(&self, path: impl AsRef<str>) -> Result<String, HttpError> {
-        let url = self.resolve(path)?;
-        let shown = redacted(&url);
+        let resolved = self.resolved(path.as_ref())?;
+        let shown = redacted(&resolved.url);
         let method = Method::GET;
         let response = self
-            .request_url(method.clone(), url)
+            .request_resolved(method.clone(), resolved)
             .send()
             .await
             .map_err(|source| HttpError::Request {
