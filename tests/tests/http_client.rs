@@ -406,7 +406,14 @@ async fn concurrent_create_client_builds_once() {
     for client in &clients[..8] {
         client.get_string("x").await.unwrap();
     }
-    assert_eq!(server.connections(), 1);
+    // One pool: a pool per handle would open one connection per client. (Not exactly one: on a
+    // multi-thread runtime hyper returns a connection to the pool from a task of its own, which a
+    // request sent right after can overtake, opening a second one.)
+    assert!(
+        server.connections() < 8,
+        "{} connections for 8 requests",
+        server.connections()
+    );
 }
 
 /// Records `"<name> in"` / `"<name> out"` around the rest of the chain, and adds its name to
