@@ -96,6 +96,15 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A plain connection, for a test to read or change what the cache stored.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("a valid Redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis-server accepts connections")
+    }
+
     /// Stops the server's process (`SIGSTOP`): connections stay open, nothing is answered (a Redis
     /// that hangs), until [`thaw`](Self::thaw).
     pub fn freeze(&self) {

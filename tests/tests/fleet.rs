@@ -115,17 +115,14 @@ async fn fleet(size: usize, redis: &RedisServer, demo: &DemoServer) -> Vec<Insta
     instances
 }
 
-async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 /// The Redis keys holding tokens under `prefix` (not locks).
 async fn token_keys(redis: &RedisServer, prefix: &str) -> Vec<String> {
-    let keys: Vec<String> = raw(redis).await.keys(format!("{prefix}*")).await.unwrap();
+    let keys: Vec<String> = redis
+        .connection()
+        .await
+        .keys(format!("{prefix}*"))
+        .await
+        .unwrap();
     let lock = format!("{prefix}lock:");
     keys.into_iter().filter(|k| !k.starts_with(&lock)).collect()
 }
@@ -143,7 +140,7 @@ async fn wait_until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
 
 /// Waits until `n` instances listen for invalidations (they subscribe on their first cache use).
 async fn wait_for_subscribers(redis: &RedisServer, n: i64) {
-    let mut connection = raw(redis).await;
+    let mut connection = redis.connection().await;
     let channel = format!("{PREFIX}invalidate");
     wait_until("every instance subscribes", async || {
         let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
@@ -303,7 +300,7 @@ async fn a_value_tampered_with_in_redis_is_never_used() {
     let token = first.ask("call").await.unwrap();
     let keys = token_keys(&redis, PREFIX).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
-    let mut connection = raw(&redis).await;
+    let mut connection = redis.connection().await;
     let mut value: Vec<u8> = connection.get(&keys[0]).await.unwrap();
     // One bit of the ciphertext (its last byte is the tag's).
     let last = value.len() - 1;
@@ -384,7 +381,7 @@ async fn workers_with_redis_url_share_one_token() {
     // Under the default prefix, encrypted (format byte 1), never the token itself.
     let keys = token_keys(&redis, "token-mgmt:").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
-    let value: Vec<u8> = raw(&redis).await.get(&keys[0]).await.unwrap();
+    let value: Vec<u8> = redis.connection().await.get(&keys[0]).await.unwrap();
     assert_eq!(value[0], 1, "encrypted");
 }
 
@@ -416,7 +413,7 @@ async fn a_worker_with_redis_url_refuses_to_start_without_a_key_unless_plaintext
     first_api_response(&mut plaintext).await;
     let keys = token_keys(&redis, "token-mgmt:").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
-    let value: Vec<u8> = raw(&redis).await.get(&keys[0]).await.unwrap();
+    let value: Vec<u8> = redis.connection().await.get(&keys[0]).await.unwrap();
     assert_eq!(value[0], 0, "stored unencrypted, as asked");
 }
 

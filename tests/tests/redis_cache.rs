@@ -62,20 +62,17 @@ fn token(access_token: &str) -> ClientAccessToken {
     ClientAccessToken::new(access_token, None, Some(expires), None, None).unwrap()
 }
 
-async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 async fn raw_get(redis: &RedisServer, key: &str) -> Option<Vec<u8>> {
-    raw(redis).await.get(key).await.unwrap()
+    redis.connection().await.get(key).await.unwrap()
 }
 
 async fn raw_set(redis: &RedisServer, key: &str, value: &[u8]) {
-    raw(redis).await.set::<_, _, ()>(key, value).await.unwrap();
+    redis
+        .connection()
+        .await
+        .set::<_, _, ()>(key, value)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -90,7 +87,12 @@ async fn two_instances_share_one_token() {
     let first = get(&service_a).await;
     assert_eq!(server.request_count(), 1);
     let key = default_key(&service_a);
-    let ttl: i64 = raw(&redis).await.pttl(a.redis_key(&key)).await.unwrap();
+    let ttl: i64 = redis
+        .connection()
+        .await
+        .pttl(a.redis_key(&key))
+        .await
+        .unwrap();
     assert!(
         (3_500_000..=3_600_000).contains(&ttl),
         "the Redis entry expires with the token: {ttl} ms"
@@ -344,7 +346,7 @@ async fn a_set_evicts_the_other_instances_copies() {
     assert_eq!(b.get(&key).await.unwrap().unwrap().access_token(), "old");
     // Both listen once they are used; wait until both subscriptions are in place.
     let channel = format!("{PREFIX}invalidate");
-    let mut connection = raw(&redis).await;
+    let mut connection = redis.connection().await;
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
@@ -460,7 +462,8 @@ async fn the_lock_holder_s_token_ends_the_wait() {
         .await
         .unwrap()
         .expect("a takes the lock");
-    let ttl: i64 = raw(&redis)
+    let ttl: i64 = redis
+        .connection()
         .await
         .pttl(format!("{PREFIX}lock:k"))
         .await
@@ -640,7 +643,7 @@ async fn a_flushed_or_hanging_redis_leaves_token_calls_working() {
 
     // Flushed: the instance keeps serving its own copy; a new instance requests a token anew.
     redis::cmd("FLUSHALL")
-        .query_async::<()>(&mut raw(&redis).await)
+        .query_async::<()>(&mut redis.connection().await)
         .await
         .unwrap();
     assert_eq!(get(&service_a).await.access_token(), first.access_token());
