@@ -52,7 +52,12 @@ impl Resolver {
         self.base.as_ref()
     }
 
-    /// [`resolve`] against the base address.
+    /// Resolves `path` against the base address (RFC 3986 reference resolution).
+    ///
+    /// - An absolute `http`/`https` URL is used as it is.
+    /// - A relative reference needs a base address: `http://h/api/` + `test` = `http://h/api/test`,
+    ///   `http://h/api/` + `/test` = `http://h/test`, `http://h/api/` + `` = `http://h/api/`.
+    /// - Any other scheme is refused (reqwest only speaks HTTP).
     pub(crate) fn resolve(&self, path: &str) -> Result<Resolved, InvalidUrlReason> {
         let other = |url| Resolved {
             url,
@@ -60,7 +65,7 @@ impl Resolver {
             shared: None,
         };
         let Some(base) = &self.base else {
-            return resolve(None, path).map(other);
+            return resolve_other(None, path).map(other);
         };
         let full = {
             let memo = self.memo.load();
@@ -74,7 +79,7 @@ impl Resolver {
             memo.len() >= Self::CAPACITY
         };
         let Some(url) = append_plain_path(base, path) else {
-            return resolve(Some(base), path).map(other);
+            return resolve_other(Some(base), path).map(other);
         };
         let shared = (!full).then(|| {
             let shared = Arc::new(url.clone());
@@ -101,16 +106,8 @@ impl Resolver {
     }
 }
 
-/// Resolves `path` against `base` (RFC 3986 reference resolution).
-///
-/// - An absolute `http`/`https` URL is used as it is.
-/// - A relative reference needs a base address: `http://h/api/` + `test` = `http://h/api/test`,
-///   `http://h/api/` + `/test` = `http://h/test`, `http://h/api/` + `` = `http://h/api/`.
-/// - Any other scheme is refused (reqwest only speaks HTTP).
-pub(crate) fn resolve(base: Option<&Url>, path: &str) -> Result<Url, InvalidUrlReason> {
-    if let Some(url) = base.and_then(|base| append_plain_path(base, path)) {
-        return Ok(url);
-    }
+/// [`Resolver::resolve`] for anything but a plain path under the base address.
+fn resolve_other(base: Option<&Url>, path: &str) -> Result<Url, InvalidUrlReason> {
     let url = match Url::parse(path) {
         Ok(url) => url,
         Err(url::ParseError::RelativeUrlWithoutBase) => match base {
@@ -126,7 +123,7 @@ pub(crate) fn resolve(base: Option<&Url>, path: &str) -> Result<Url, InvalidUrlR
     }
 }
 
-/// The per-request fast path of [`resolve`]: a plain relative path (`test`, `orders/42`: only
+/// The per-request fast path of [`Resolver::resolve`]: a plain relative path (`test`, `orders/42`: only
 /// unreserved characters and `/`, no dot segment) resolved against an `http(s)` base with a path,
 /// which RFC 3986 5.2.3 merges as "the base path up to its last `/`, then the reference". Only the
 /// path is re-parsed, not the host (which a full [`Url::join`] runs through IDNA on every request).
@@ -174,6 +171,13 @@ pub(crate) fn redacted(url: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A first resolution, with nothing memoized.
+    fn resolve(base: Option<&Url>, path: &str) -> Result<Url, InvalidUrlReason> {
+        Resolver::new(base.cloned())
+            .resolve(path)
+            .map(|resolved| resolved.url)
+    }
 
     fn base(s: &str) -> Url {
         s.parse().unwrap()
