@@ -1146,11 +1146,15 @@ impl Inner {
             guard.inner.finish(&request, id, result.as_ref().err());
             guard.finished = true;
             // The flight has left the map: only callers that joined it get this result.
-            let outcome = publisher.publish(result);
+            publisher.publish(result)
+        };
+        let flight = flight.instrument(span);
+        // The fallback waits outside the flight: its span, its guard and its client are done with.
+        drop(self.runtime.spawn(async move {
+            let outcome = flight.await;
             tokio::time::sleep(WAKE_ALL_AFTER).await;
             outcome.wake_all();
-        };
-        drop(self.runtime.spawn(flight.instrument(span)));
+        }));
         Started::Wait(outcome)
     }
 
