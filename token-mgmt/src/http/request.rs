@@ -33,7 +33,7 @@ pub struct RequestBuilder {
     client: HttpClient,
     request: Result<reqwest::RequestBuilder, Box<InvalidUrl>>,
     extensions: Extensions,
-    origin: Provenance,
+    provenance: Provenance,
 }
 
 /// Where the request URL came from, when it came from the client's base address.
@@ -57,13 +57,13 @@ impl RequestBuilder {
     pub(crate) fn new(
         client: HttpClient,
         request: Result<reqwest::RequestBuilder, InvalidUrl>,
-        origin: Provenance,
+        provenance: Provenance,
     ) -> Self {
         Self {
             client,
             request: request.map_err(Box::new),
             extensions: Extensions::new(),
-            origin,
+            provenance,
         }
     }
 
@@ -155,10 +155,7 @@ impl RequestBuilder {
     /// not resolve; `reqwest_middleware::Error::Reqwest` when reqwest cannot build it (an invalid
     /// header, a body that cannot be serialized).
     pub fn build(self) -> reqwest_middleware::Result<Request> {
-        match self.request {
-            Ok(request) => request.build().map_err(reqwest_middleware::Error::Reqwest),
-            Err(invalid) => Err(invalid_url(&self.client, *invalid)),
-        }
+        build(&self.client, self.request)
     }
 
     /// A copy of this builder, or `None` if its body is a stream (which cannot be copied).
@@ -171,7 +168,7 @@ impl RequestBuilder {
             client: self.client.clone(),
             request,
             extensions: self.extensions.clone(),
-            origin: self.origin.clone(),
+            provenance: self.provenance.clone(),
         })
     }
 
@@ -308,14 +305,9 @@ fn start<P>(
         client,
         request,
         mut extensions,
-        origin,
+        provenance,
     } = builder;
-    let mut request = match request {
-        Ok(request) => request
-            .build()
-            .map_err(reqwest_middleware::Error::Reqwest)?,
-        Err(invalid) => return Err(invalid_url(&client, *invalid)),
-    };
+    let mut request = build(&client, request)?;
     let (pipeline, reqwest, _) = client.pipeline();
     let authorized = match pipeline {
         Pipeline::Direct => None,
@@ -326,8 +318,8 @@ fn start<P>(
             match handler.authorize_now(
                 &mut request,
                 &extensions,
-                origin.base && *base_allowed,
-                origin.shared_url,
+                provenance.base && *base_allowed,
+                provenance.shared_url,
             )? {
                 Some(authorized) => Some(authorized),
                 None => {
@@ -361,12 +353,17 @@ fn start<P>(
     })
 }
 
-fn invalid_url(client: &HttpClient, invalid: InvalidUrl) -> reqwest_middleware::Error {
-    reqwest_middleware::Error::middleware(HttpError::invalid_url(
-        client.name().to_owned(),
-        &invalid.path,
-        invalid.reason,
-    ))
+/// The request, or why there is none: the path did not resolve, or reqwest could not build it.
+fn build(
+    client: &HttpClient,
+    request: Result<reqwest::RequestBuilder, Box<InvalidUrl>>,
+) -> reqwest_middleware::Result<Request> {
+    match request {
+        Ok(request) => request.build().map_err(reqwest_middleware::Error::Reqwest),
+        Err(invalid) => Err(reqwest_middleware::Error::middleware(
+            HttpError::invalid_url(client.name().to_owned(), &invalid.path, invalid.reason),
+        )),
+    }
 }
 
 impl fmt::Debug for RequestBuilder {
