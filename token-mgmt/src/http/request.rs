@@ -244,13 +244,24 @@ where
                     else {
                         unreachable!("the state was Start")
                     };
-                    match start(builder, this.execute) {
-                        Ok(next) => this.state.set(next),
-                        Err(error) => return Poll::Ready(Err(error)),
+                    if let Err(error) = start(builder, this.execute, this.state.as_mut()) {
+                        return Poll::Ready(Err(error));
                     }
                 }
-                StateProjection::Sending { pending, .. } => {
+                StateProjection::Sending {
+                    pending,
+                    authorized,
+                    ..
+                } => {
                     let response = ready!(pending.poll(cx));
+                    // Every response but a 401 to a request the handler authorized is returned as
+                    // it is: the state is dropped in place rather than moved out.
+                    let unauthorized = matches!(&response, Ok(response)
+                        if response.status() == StatusCode::UNAUTHORIZED && authorized.is_some());
+                    if !unauthorized {
+                        this.state.set(State::Done);
+                        return Poll::Ready(response.map_err(reqwest_middleware::Error::Reqwest));
+                    }
                     let StateReplace::Sending {
                         client,
                         authorized,
@@ -262,9 +273,7 @@ where
                     };
                     let response = response.map_err(reqwest_middleware::Error::Reqwest)?;
                     match (authorized, client.token_handler()) {
-                        (Some(authorized), Some(handler))
-                            if response.status() == StatusCode::UNAUTHORIZED =>
-                        {
+                        (Some(authorized), Some(handler)) => {
                             let handler = Arc::clone(handler);
                             let future = Box::pin(async move {
                                 let mut extensions = extensions;
@@ -296,11 +305,12 @@ where
 }
 
 /// The first step of sending: build the request, then let reqwest send it (with the token when the
-/// handler has one at hand), or box whatever has to wait.
+/// handler has one at hand), or box whatever has to wait. The next state is written in place.
 fn start<P>(
     builder: RequestBuilder,
     execute: &impl Fn(&reqwest::Client, Request) -> P,
-) -> reqwest_middleware::Result<State<P>> {
+    mut state: Pin<&mut State<P>>,
+) -> reqwest_middleware::Result<()> {
     let RequestBuilder {
         client,
         request,
@@ -330,7 +340,8 @@ fn start<P>(
                             .handle_request(request, &mut extensions, reqwest)
                             .await
                     });
-                    return Ok(State::Boxed { future });
+                    state.set(State::Boxed { future });
+                    return Ok(());
                 }
             }
         }
@@ -341,16 +352,18 @@ fn start<P>(
                     .execute_with_extensions(request, &mut extensions)
                     .await
             });
-            return Ok(State::Boxed { future });
+            state.set(State::Boxed { future });
+            return Ok(());
         }
     };
     let pending = execute(reqwest, request);
-    Ok(State::Sending {
+    state.set(State::Sending {
         pending,
         client,
         authorized,
         extensions,
-    })
+    });
+    Ok(())
 }
 
 /// The request, or why there is none: the path did not resolve, or reqwest could not build it.
