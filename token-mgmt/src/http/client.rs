@@ -136,13 +136,12 @@ impl HttpClient {
         let path = path.as_ref();
         match self.inner.resolver.resolve(path) {
             Ok(resolved) => self.request_resolved(method, resolved),
-            Err(reason) => RequestBuilder::new(
+            Err(reason) => RequestBuilder::invalid(
                 self.clone(),
-                Err(InvalidUrl {
+                InvalidUrl {
                     path: path.to_owned(),
                     reason,
-                }),
-                Provenance::default(),
+                },
             ),
         }
     }
@@ -157,10 +156,11 @@ impl HttpClient {
         Ok(self.request_resolved(method, resolved))
     }
 
+    #[inline]
     fn request_resolved(&self, method: Method, resolved: Resolved) -> RequestBuilder {
         RequestBuilder::new(
             self.clone(),
-            Ok(self.inner.reqwest.request(method, resolved.url)),
+            self.inner.reqwest.request(method, resolved.url),
             Provenance {
                 base: resolved.base_origin,
                 shared_url: resolved.shared,

@@ -54,16 +54,28 @@ pub(crate) struct InvalidUrl {
 }
 
 impl RequestBuilder {
+    /// A request to a resolved URL.
+    #[inline]
     pub(crate) fn new(
         client: HttpClient,
-        request: Result<reqwest::RequestBuilder, InvalidUrl>,
+        request: reqwest::RequestBuilder,
         provenance: Provenance,
     ) -> Self {
         Self {
             client,
-            request: request.map_err(Box::new),
+            request: Ok(request),
             extensions: Extensions::new(),
             provenance,
+        }
+    }
+
+    /// A request whose path did not resolve: `send()` and `build()` report it.
+    pub(crate) fn invalid(client: HttpClient, invalid: InvalidUrl) -> Self {
+        Self {
+            client,
+            request: Err(Box::new(invalid)),
+            extensions: Extensions::new(),
+            provenance: Provenance::default(),
         }
     }
 
@@ -183,6 +195,7 @@ impl RequestBuilder {
     /// (connection, timeout, redirect loop), `Error::Middleware` for what a middleware refuses (a
     /// [`TokenError`](crate::tokens::TokenError) when no token can be had, a
     /// [`ForeignOriginError`](crate::tokens::ForeignOriginError), an [`HttpError::InvalidUrl`]).
+    #[inline]
     pub fn send(self) -> impl Future<Output = reqwest_middleware::Result<Response>> + Send {
         SendRequest {
             state: State::Start { builder: self },
@@ -306,6 +319,7 @@ where
 
 /// The first step of sending: build the request, then let reqwest send it (with the token when the
 /// handler has one at hand), or box whatever has to wait. The next state is written in place.
+#[inline]
 fn start<P>(
     builder: RequestBuilder,
     execute: &impl Fn(&reqwest::Client, Request) -> P,
@@ -367,6 +381,7 @@ fn start<P>(
 }
 
 /// The request, or why there is none: the path did not resolve, or reqwest could not build it.
+#[inline]
 fn build(
     client: &HttpClient,
     request: Result<reqwest::RequestBuilder, Box<InvalidUrl>>,
