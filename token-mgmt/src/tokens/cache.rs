@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use url::form_urlencoded;
 
+use super::endpoint::RequestShape;
 use super::token::ClientAccessToken;
 use crate::BoxError;
 
@@ -71,6 +72,43 @@ impl CacheKey {
         Self::new(s.finish())
     }
 
+    /// The request a key made by [`for_request`](Self::for_request) with this `prefix` stands for:
+    /// its inverse. `None` for a key it did not make. The renewal schedule keeps only the key and
+    /// recovers the request from it when a token comes due (a copy of every scoped request's
+    /// parameters for each scheduled token would cost more than the key it already shares).
+    pub(crate) fn parse_request(&self, prefix: &str) -> Option<KeyRequest> {
+        let mut pairs =
+            form_urlencoded::parse(self.text.strip_prefix(prefix)?.as_bytes()).peekable();
+        let mut field = |name: &str| match pairs.next_if(|(k, _)| k == name) {
+            Some((_, value)) => Some(value.into_owned()),
+            None => None,
+        };
+        let client = field("client")?;
+        let fingerprint = field("id")?;
+        let scope = field("scope");
+        let resources = std::iter::from_fn(|| field("resource")).collect();
+        let mut parameters = Vec::new();
+        for (name, value) in pairs {
+            // Anything but an extra parameter after the resources: not a key of `for_request`.
+            let name = name.strip_prefix("p.")?;
+            parameters.push((name.to_owned(), value.into_owned()));
+        }
+        Some(KeyRequest {
+            client,
+            fingerprint,
+            shape: RequestShape {
+                scope,
+                resources,
+                parameters,
+            },
+        })
+    }
+
+    /// The shared text, for a holder that keeps the key without its hash.
+    pub(crate) fn shared_text(&self) -> &Arc<str> {
+        &self.text
+    }
+
     /// The key's text.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -80,6 +118,14 @@ impl CacheKey {
     pub fn precomputed_hash(&self) -> u64 {
         self.hash
     }
+}
+
+/// What a cache key says about its request (see [`CacheKey::parse_request`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct KeyRequest {
+    pub(crate) client: String,
+    pub(crate) fingerprint: String,
+    pub(crate) shape: RequestShape,
 }
 
 impl Deref for CacheKey {
@@ -344,6 +390,88 @@ mod tests {
         let g = CacheKey::for_request("p:", "c&scope=x", "f", None, &[], &[]);
         assert_ne!(g, key(Some("x"), &[], &[]));
         assert!(key(None, &[], &[]).as_str().starts_with("p:client=c&id=f"));
+    }
+
+    #[test]
+    fn a_key_parses_back_into_its_request() {
+        let awkward = ["a&b=c", "x+y z", "100%", "ünïcödé ✓", "", "p.scope", "=&="];
+        let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
+        let cases: Vec<(
+            &str,
+            &str,
+            &str,
+            Option<&str>,
+            Vec<String>,
+            Vec<(String, String)>,
+        )> = vec![
+            ("p:", "c", "f", None, vec![], vec![]),
+            ("p:", "c", "f", Some(""), vec![], vec![]),
+            (
+                "",
+                "client=x&id=y",
+                "f.dpop.t",
+                Some("a b+c"),
+                strings(&awkward),
+                vec![],
+            ),
+            (
+                "tenant&client=evil:",
+                "naïve & co",
+                "0123",
+                Some("scope=resource&p.x=1"),
+                strings(&["https://api.example/a?b=c&d", "urn:x"]),
+                vec![
+                    ("scope".to_owned(), "not the scope".to_owned()),
+                    ("resource".to_owned(), "neither".to_owned()),
+                    ("p.q".to_owned(), "+&=%".to_owned()),
+                    (String::new(), String::new()),
+                    ("ünï".to_owned(), "côdé".to_owned()),
+                    ("scope".to_owned(), "twice, in order".to_owned()),
+                ],
+            ),
+            (
+                "k",
+                "",
+                "",
+                None,
+                vec![String::new()],
+                vec![("a".to_owned(), String::new())],
+            ),
+        ];
+        for (prefix, client, fingerprint, scope, resources, parameters) in cases {
+            let key =
+                CacheKey::for_request(prefix, client, fingerprint, scope, &resources, &parameters);
+            assert_eq!(
+                key.parse_request(prefix),
+                Some(KeyRequest {
+                    client: client.to_owned(),
+                    fingerprint: fingerprint.to_owned(),
+                    shape: RequestShape {
+                        scope: scope.map(str::to_owned),
+                        resources,
+                        parameters,
+                    },
+                }),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_not_made_for_a_request_does_not_parse() {
+        let made = CacheKey::for_request("p:", "c", "f", Some("s"), &[], &[]);
+        assert_eq!(made.parse_request("q:"), None, "another prefix");
+        for text in [
+            "p:",
+            "p:id=f&client=c",
+            "p:client=c",
+            "p:client=c&id=f&scope=s&scope=t",
+            "p:client=c&id=f&resource=r&scope=s",
+            "p:client=c&id=f&p.x=1&resource=r",
+            "p:client=c&id=f&other=1",
+        ] {
+            assert_eq!(CacheKey::new(text).parse_request("p:"), None, "{text}");
+        }
     }
 
     #[test]
