@@ -167,6 +167,11 @@ async fn run(
         tokio::select! {
             scheduled = receiver.recv() => {
                 let Some(scheduled) = scheduled else { return };
+                if heap.len() == heap.capacity() {
+                    // Grown by a quarter, not doubled: the heap holds an entry per cached token,
+                    // and doubling would leave up to as much again allocated and unused.
+                    heap.reserve_exact(heap.len() / 4 + 64);
+                }
                 heap.push(Entry(scheduled));
                 if heap.len() > compact_above {
                     heap.retain(|entry| entry.0.token.is_alive());
