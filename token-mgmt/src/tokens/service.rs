@@ -1161,10 +1161,16 @@ impl Inner {
         };
         let flight = flight.instrument(span);
         // The fallback waits outside the flight: its span, its guard and its client are done with.
+        // It waits in a task of its own, so that the flight's task, sized for the whole request,
+        // is freed as soon as the flight ends (a burst of flights would otherwise hold each one's
+        // memory for the fallback's wait).
+        let runtime = self.runtime.clone();
         drop(self.runtime.spawn(async move {
             let outcome = flight.await;
-            tokio::time::sleep(WAKE_ALL_AFTER).await;
-            outcome.wake_all();
+            drop(runtime.spawn(async move {
+                tokio::time::sleep(WAKE_ALL_AFTER).await;
+                outcome.wake_all();
+            }));
         }));
         Started::Wait(outcome)
     }
