@@ -175,6 +175,106 @@ async fn the_old_request_of_a_replaced_client_is_not_renewed_in_the_background()
     assert_eq!(server.request_count(), 3);
 }
 
+/// Waits (a guard against a hang only) until `condition` holds.
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let wait = async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+/// A per-call token of a client whose secret was rotated keeps being renewed under its key, with
+/// the new secret and its own scope; once the client's id changes (another identity: its key would
+/// be another), it is dropped at its refresh time instead of renewed.
+#[tokio::test]
+async fn a_per_call_token_is_renewed_after_a_rotated_secret_and_dropped_after_a_new_client_id() {
+    let server = TokenServer::start();
+    let (service, clock) = crate::manual_service(options_for(&server, |c| {
+        c.scope = Some("default".into());
+    }));
+    let parameters = token_mgmt::tokens::TokenRequestParameters {
+        scope: Some("per-call".into()),
+        ..Default::default()
+    };
+    let key = service.cache_key(CLIENT, &parameters).unwrap();
+    let first = service
+        .get_client_access_token(CLIENT, &parameters)
+        .await
+        .unwrap();
+    let first_auth = server
+        .last_request()
+        .unwrap()
+        .header("authorization")
+        .map(str::to_owned);
+
+    let mut rotated = server.client_options();
+    rotated.scope = Some("default".into());
+    rotated.client_secret = "rotated".into();
+    service.replace_client(CLIENT, rotated.clone()).unwrap();
+    assert_eq!(service.cache_key(CLIENT, &parameters).unwrap(), key);
+
+    // 3600 s tokens, 60 s buffer: due at 3540 s.
+    clock.advance(std::time::Duration::from_secs(3550));
+    until("the renewal to be cached", || {
+        service
+            .cache()
+            .get_cached(&key)
+            .is_some_and(|t| !t.ptr_eq(&first))
+    })
+    .await;
+    let renewal = server.last_request().unwrap();
+    assert_eq!(renewal.form_value("scope"), Some("per-call"));
+    assert!(renewal.header("authorization").is_some());
+    assert_ne!(
+        renewal.header("authorization").map(str::to_owned),
+        first_auth,
+        "renewed with the rotated secret"
+    );
+    // Used again, so only the client change can stop its next renewal.
+    let renewed = service
+        .get_client_access_token(CLIENT, &parameters)
+        .await
+        .unwrap();
+    assert_eq!(renewed.access_token(), "tok-2-per-call-");
+
+    rotated.client_id = "another".into();
+    service.replace_client(CLIENT, rotated).unwrap();
+    clock.advance(std::time::Duration::from_secs(3550));
+    until("the old identity's token to be dropped", || {
+        service.cache().get_cached(&key).is_none()
+    })
+    .await;
+    assert_eq!(server.request_count(), 2, "not renewed as another client");
+}
+
+/// A per-call token of a removed client is dropped at its refresh time, not renewed.
+#[tokio::test]
+async fn a_per_call_token_of_a_removed_client_is_dropped_not_renewed() {
+    let server = TokenServer::start();
+    let (service, clock) = crate::manual_service(options_for(&server, |_| {}));
+    let parameters = token_mgmt::tokens::TokenRequestParameters {
+        scope: Some("per-call".into()),
+        resources: vec!["urn:r".into()],
+        ..Default::default()
+    };
+    let key = service.cache_key(CLIENT, &parameters).unwrap();
+    service
+        .get_client_access_token(CLIENT, &parameters)
+        .await
+        .unwrap();
+    service.remove_client(CLIENT).unwrap();
+    clock.advance(std::time::Duration::from_secs(3550));
+    until("the removed client's token to be dropped", || {
+        service.cache().get_cached(&key).is_none()
+    })
+    .await;
+    assert_eq!(server.request_count(), 1);
+}
+
 /// An HTTP client whose token client was removed fails each request with the typed error naming
 /// it, and sends nothing to the API.
 #[tokio::test]

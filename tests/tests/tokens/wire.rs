@@ -272,3 +272,66 @@ async fn with_one_client_it_is_the_default() {
     assert_ne!(one.access_token(), two.access_token());
     assert_eq!(server.request_count(), 2);
 }
+
+/// A per-call request (its scope, resources and parameters, with characters the cache key has to
+/// encode, merged with the client's parameters) is renewed in the background with exactly the form
+/// and authentication it was first requested with, and its renewed token replaces the old one
+/// under the same key. The renewal task keeps only the key: this checks the request it recovers.
+#[tokio::test]
+async fn a_per_call_request_is_renewed_in_the_background_with_exactly_its_parameters() {
+    let server = TokenServer::start();
+    let (service, clock) = crate::manual_service(options_for(&server, |client| {
+        client.scope = Some("default".into());
+        client.parameters = vec![
+            ("audience".into(), "the client's".into()),
+            ("tenant".into(), "overridden".into()),
+        ];
+    }));
+    let parameters = TokenRequestParameters {
+        scope: Some("a b&scope=c+d ü".into()),
+        resources: vec!["https://api.example/x?y=1&z".into(), "urn:ü:2".into()],
+        parameters: vec![
+            ("tenant".into(), "t&resource=+ ü%".into()),
+            ("p.scope".into(), String::new()),
+        ],
+        ..Default::default()
+    };
+    let first = service
+        .get_client_access_token(CLIENT, &parameters)
+        .await
+        .unwrap();
+    let sent = server.last_request().unwrap();
+    assert_eq!(sent.form_value("scope"), Some("a b&scope=c+d ü"));
+    assert_eq!(
+        sent.form_values("resource"),
+        ["https://api.example/x?y=1&z", "urn:ü:2"]
+    );
+    assert_eq!(sent.form_values("tenant"), ["t&resource=+ ü%"]);
+    assert_eq!(sent.form_value("audience"), Some("the client's"));
+    assert_eq!(sent.form_value("p.scope"), Some(""));
+
+    // 3600 s tokens, 60 s buffer: due at 3540 s, renewed then by the renewal task.
+    clock.advance(Duration::from_secs(3550));
+    let key = service.cache_key(CLIENT, &parameters).unwrap();
+    let renewed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match service.cache().get_cached(&key) {
+                Some(token) if !token.ptr_eq(&first) => break token,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+    .expect("the renewed token is cached under the same key");
+    let renewal = server.last_request().unwrap();
+    assert_eq!(renewal.form, sent.form, "the same form, in the same order");
+    assert_eq!(
+        renewal.header("authorization"),
+        sent.header("authorization")
+    );
+    assert_eq!(
+        renewed.access_token(),
+        "tok-2-a b&scope=c+d ü-https://api.example/x?y=1&z,urn:ü:2"
+    );
+    assert_eq!(server.request_count(), 2);
+}

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use url::form_urlencoded;
 
+use super::endpoint::RequestShape;
 use super::token::ClientAccessToken;
 use crate::BoxError;
 
@@ -71,6 +72,44 @@ impl CacheKey {
         Self::new(s.finish())
     }
 
+    /// The request a key made by [`for_request`](Self::for_request) with this `prefix` stands for:
+    /// its inverse. `None` for a key it did not make. The renewal schedule keeps only the key and
+    /// recovers the request from it when a token comes due (a copy of every scoped request's
+    /// parameters for each scheduled token would cost more than the key it already shares).
+    pub(crate) fn parse_request(&self, prefix: &str) -> Option<KeyRequest> {
+        let mut pairs =
+            form_urlencoded::parse(self.text.strip_prefix(prefix)?.as_bytes()).peekable();
+        let mut field = |name: &str| {
+            pairs
+                .next_if(|(k, _)| k == name)
+                .map(|(_, value)| value.into_owned())
+        };
+        let client = field("client")?;
+        let fingerprint = field("id")?;
+        let scope = field("scope");
+        let resources = std::iter::from_fn(|| field("resource")).collect();
+        let mut parameters = Vec::new();
+        for (name, value) in pairs {
+            // Anything but an extra parameter after the resources: not a key of `for_request`.
+            let name = name.strip_prefix("p.")?;
+            parameters.push((name.to_owned(), value.into_owned()));
+        }
+        Some(KeyRequest {
+            client,
+            fingerprint,
+            shape: RequestShape {
+                scope,
+                resources,
+                parameters,
+            },
+        })
+    }
+
+    /// The shared text, for a holder that keeps the key without its hash.
+    pub(crate) fn shared_text(&self) -> &Arc<str> {
+        &self.text
+    }
+
     /// The key's text.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -80,6 +119,14 @@ impl CacheKey {
     pub fn precomputed_hash(&self) -> u64 {
         self.hash
     }
+}
+
+/// What a cache key says about its request (see [`CacheKey::parse_request`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct KeyRequest {
+    pub(crate) client: String,
+    pub(crate) fingerprint: String,
+    pub(crate) shape: RequestShape,
 }
 
 impl Deref for CacheKey {
@@ -344,6 +391,83 @@ mod tests {
         let g = CacheKey::for_request("p:", "c&scope=x", "f", None, &[], &[]);
         assert_ne!(g, key(Some("x"), &[], &[]));
         assert!(key(None, &[], &[]).as_str().starts_with("p:client=c&id=f"));
+    }
+
+    /// Makes the key of this request with `prefix` and checks that it parses back into it.
+    fn round_trip(prefix: &str, client: &str, fingerprint: &str, shape: RequestShape) {
+        let key = CacheKey::for_request(
+            prefix,
+            client,
+            fingerprint,
+            shape.scope.as_deref(),
+            &shape.resources,
+            &shape.parameters,
+        );
+        let expected = KeyRequest {
+            client: client.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            shape,
+        };
+        assert_eq!(key.parse_request(prefix), Some(expected), "{key}");
+    }
+
+    fn shape(scope: Option<&str>, resources: &[&str], parameters: &[(&str, &str)]) -> RequestShape {
+        RequestShape {
+            scope: scope.map(str::to_owned),
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+            parameters: parameters
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_key_parses_back_into_its_request() {
+        let awkward = ["a&b=c", "x+y z", "100%", "ünïcödé ✓", "", "p.scope", "=&="];
+        round_trip("p:", "c", "f", shape(None, &[], &[]));
+        round_trip("p:", "c", "f", shape(Some(""), &[], &[]));
+        round_trip(
+            "",
+            "client=x&id=y",
+            "f.dpop.t",
+            shape(Some("a b+c"), &awkward, &[]),
+        );
+        round_trip(
+            "tenant&client=evil:",
+            "naïve & co",
+            "0123",
+            shape(
+                Some("scope=resource&p.x=1"),
+                &["https://api.example/a?b=c&d", "urn:x"],
+                &[
+                    ("scope", "not the scope"),
+                    ("resource", "neither"),
+                    ("p.q", "+&=%"),
+                    ("", ""),
+                    ("ünï", "côdé"),
+                    ("scope", "twice, in order"),
+                ],
+            ),
+        );
+        round_trip("k", "", "", shape(None, &[""], &[("a", "")]));
+    }
+
+    #[test]
+    fn a_key_not_made_for_a_request_does_not_parse() {
+        let made = CacheKey::for_request("p:", "c", "f", Some("s"), &[], &[]);
+        assert_eq!(made.parse_request("q:"), None, "another prefix");
+        for text in [
+            "p:",
+            "p:id=f&client=c",
+            "p:client=c",
+            "p:client=c&id=f&scope=s&scope=t",
+            "p:client=c&id=f&resource=r&scope=s",
+            "p:client=c&id=f&p.x=1&resource=r",
+            "p:client=c&id=f&other=1",
+        ] {
+            assert_eq!(CacheKey::new(text).parse_request("p:"), None, "{text}");
+        }
     }
 
     #[test]

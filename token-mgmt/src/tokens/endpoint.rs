@@ -161,7 +161,7 @@ impl ClientEndpoint {
 }
 
 /// The scope, resources and extra parameters of one request (already merged with the client's).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RequestShape {
     pub(crate) scope: Option<String>,
     pub(crate) resources: Vec<String>,

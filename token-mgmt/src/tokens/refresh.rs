@@ -5,11 +5,16 @@
 //! token starts its renewal anyway, so nothing breaks if this task is late (the machine was
 //! suspended) or not running at all.
 //!
-//! Each token the service stores is sent (with its refresh time, a weak handle on it and its key)
-//! over a channel to the task, which keeps them in a min-heap ordered by refresh time and sleeps on the
-//! service clock until the earliest. An entry whose token was replaced, deleted or evicted meanwhile is
-//! skipped; the heap is compacted of dropped tokens when it grows past twice the cache capacity, so
-//! a flood of distinct keys cannot grow it without bound.
+//! Each token the service stores is sent (with its refresh time, its idle window, a weak handle on
+//! it and its key) over a channel to the task, which keeps them in a min-heap ordered by refresh
+//! time and sleeps on the service clock until the earliest. An entry whose token was replaced,
+//! deleted or evicted meanwhile is skipped; the heap is compacted of dropped tokens when it grows
+//! past twice the cache capacity, so a flood of distinct keys cannot grow it without bound.
+//!
+//! An entry is as small as it can be (40 bytes: there is one per cached token): the key's text,
+//! shared with the cache, stands for the request. When the entry comes due, the client is looked up
+//! by name in the current client table and the scope, resources and parameters are parsed back from
+//! the key ([`Inner::current_request`]).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -18,6 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::cache::CacheKey;
 use super::clock::Stamp;
 use super::service::{Inner, Request, WeakInner};
 use super::token::{ClientAccessToken, WeakToken};
@@ -31,9 +37,44 @@ pub(crate) struct RenewalScheduler {
 
 struct Scheduled {
     at: Stamp,
-    idle: Duration,
-    request: Request,
+    window: IdleWindow,
+    /// The key's text (its hash is recomputed when the entry comes due).
+    key: Arc<str>,
     token: WeakToken,
+}
+
+const _: () = assert!(size_of::<Scheduled>() <= 40);
+
+/// The idle window in nanoseconds (saturating at 292 years), and in the top bit whether the token
+/// is of its client's default request (which is renewed only while the client's default key
+/// stays the same).
+#[derive(Clone, Copy)]
+struct IdleWindow(u64);
+
+impl IdleWindow {
+    const DEFAULT_REQUEST: u64 = 1 << 63;
+
+    fn new(idle: Duration, default_request: bool) -> Self {
+        let nanos = u64::try_from(idle.as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(Self::DEFAULT_REQUEST - 1);
+        Self(
+            nanos
+                | if default_request {
+                    Self::DEFAULT_REQUEST
+                } else {
+                    0
+                },
+        )
+    }
+
+    fn idle(self) -> Duration {
+        Duration::from_nanos(self.0 & !Self::DEFAULT_REQUEST)
+    }
+
+    fn default_request(self) -> bool {
+        self.0 & Self::DEFAULT_REQUEST != 0
+    }
 }
 
 impl RenewalScheduler {
@@ -57,8 +98,8 @@ impl RenewalScheduler {
             .unwrap_or_else(|| deadlines.expiry.saturating_duration_since(now));
         let mut entry = Scheduled {
             at: deadlines.refresh,
-            idle,
-            request: request.clone(),
+            window: IdleWindow::new(idle, request.is_default()),
+            key: Arc::clone(request.key.shared_text()),
             token: token.downgrade(),
         };
         let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
@@ -126,6 +167,11 @@ async fn run(
         tokio::select! {
             scheduled = receiver.recv() => {
                 let Some(scheduled) = scheduled else { return };
+                if heap.len() == heap.capacity() {
+                    // Grown by a quarter, not doubled: the heap holds an entry per cached token,
+                    // and doubling would leave up to as much again allocated and unused.
+                    heap.reserve_exact(heap.len() / 4 + 64);
+                }
                 heap.push(Entry(scheduled));
                 if heap.len() > compact_above {
                     heap.retain(|entry| entry.0.token.is_alive());
@@ -149,18 +195,47 @@ async fn renew_or_evict(inner: &Arc<Inner>, due: Scheduled, now: Stamp) {
     let Some(token) = due.token.upgrade() else {
         return; // evicted and dropped
     };
+    let key = CacheKey::new(due.key);
+    // Every scheduled key is one the service made, with its prefix.
+    let Some(parsed) = inner.parse_key(&key) else {
+        return;
+    };
     let still_cached = inner
-        .cached(&due.request)
+        .cached(&key, &parsed.client)
         .await
         .is_some_and(|current| current.same_token(&token));
     if !still_cached {
         return; // replaced or deleted meanwhile
     }
-    match inner.current_request(&due.request) {
-        Some(request) if now.saturating_duration_since(token.last_used()) < due.idle => {
+    let client = parsed.client.clone();
+    match inner.current_request(&key, parsed, due.window.default_request()) {
+        Some(request) if now.saturating_duration_since(token.last_used()) < due.window.idle() => {
             inner.renew_in_background(&request);
         }
         // Unused for the idle window, or its client was removed or now asks for something else.
-        _ => inner.evict_idle(&due.request).await,
+        _ => inner.evict_idle(&key, &client).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_window_keeps_its_duration_and_the_request_kind() {
+        for idle in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_secs(3600),
+        ] {
+            for default_request in [false, true] {
+                let window = IdleWindow::new(idle, default_request);
+                assert_eq!(window.idle(), idle);
+                assert_eq!(window.default_request(), default_request);
+            }
+        }
+        let longest = IdleWindow::new(Duration::MAX, true);
+        assert!(longest.default_request());
+        assert!(longest.idle() > Duration::from_secs(292 * 365 * 24 * 3600));
     }
 }

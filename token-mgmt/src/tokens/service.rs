@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use super::cache::{
-    CacheKey, ClientAccessTokenCache, InMemoryClientAccessTokenCache, PrecomputedHashBuilder,
-    client_fingerprint,
+    CacheKey, ClientAccessTokenCache, InMemoryClientAccessTokenCache, KeyRequest,
+    PrecomputedHashBuilder, client_fingerprint,
 };
 use super::clock::{Clock, Stamp, SystemClock};
 use super::discovery::DiscoveryOptions;
@@ -237,6 +237,11 @@ pub(crate) struct Request {
 impl Request {
     fn shape(&self) -> &RequestShape {
         self.shape.as_deref().unwrap_or(&self.client.default_shape)
+    }
+
+    /// Whether this is its client's default request (no per-call parameters).
+    pub(crate) fn is_default(&self) -> bool {
+        self.shape.is_none()
     }
 }
 
@@ -1054,15 +1059,21 @@ impl Inner {
     /// Reads the cache (the synchronous path first); a backend error is logged and treated as a miss.
     /// A token without deadlines (rebuilt by a remote cache) is anchored on the clock.
     async fn read_cache(&self, request: &Request) -> Option<ClientAccessToken> {
-        let token = match self.get_cached(&request.key) {
+        self.read_cache_key(&request.key, &request.client.endpoint.name)
+            .await
+    }
+
+    /// [`read_cache`](Self::read_cache) by key; `client` names the key's client in the log.
+    async fn read_cache_key(&self, key: &CacheKey, client: &str) -> Option<ClientAccessToken> {
+        let token = match self.get_cached(key) {
             Some(token) => token,
             // The in-memory cache answers `get` as it answered `get_cached`.
             None if self.memory.is_some() => return None,
-            None => match self.cache.get(&request.key).await {
+            None => match self.cache.get(key).await {
                 Ok(token) => token?,
                 Err(error) => {
                     tracing::warn!(
-                        client = %request.client.endpoint.name,
+                        client,
                         error = %error,
                         "token cache read failed; treating it as a miss"
                     );
@@ -1150,10 +1161,16 @@ impl Inner {
         };
         let flight = flight.instrument(span);
         // The fallback waits outside the flight: its span, its guard and its client are done with.
+        // It waits in a task of its own, so that the flight's task, sized for the whole request,
+        // is freed as soon as the flight ends (a burst of flights would otherwise hold each one's
+        // memory for the fallback's wait).
+        let runtime = self.runtime.clone();
         drop(self.runtime.spawn(async move {
             let outcome = flight.await;
-            tokio::time::sleep(WAKE_ALL_AFTER).await;
-            outcome.wake_all();
+            drop(runtime.spawn(async move {
+                tokio::time::sleep(WAKE_ALL_AFTER).await;
+                outcome.wake_all();
+            }));
         }));
         Started::Wait(outcome)
     }
@@ -1392,21 +1409,34 @@ impl Inner {
             .store(MIN_SWEEP_THRESHOLD.max(live * 2), Ordering::Relaxed);
     }
 
-    /// `request` for the client now registered under its name: the same request if the client was
-    /// not changed, the same key with the replacement if only its secret or key changed, `None` if
-    /// it was removed or its request changed.
-    pub(crate) fn current_request(&self, request: &Request) -> Option<Request> {
+    /// The request a key of this service stands for (see [`CacheKey::parse_request`]).
+    pub(crate) fn parse_key(&self, key: &CacheKey) -> Option<KeyRequest> {
+        key.parse_request(&self.key_prefix)
+    }
+
+    /// The request to renew the token cached under `key` with, for the client now registered under
+    /// the key's client name: the same request (on the replacement, if only its secret or key
+    /// changed), `None` if the client was removed or its request changed. `default_request`: the
+    /// token was of the client's default request, which follows the client's options (renewed only
+    /// while they make the same key); a per-call request keeps its own parameters.
+    pub(crate) fn current_request(
+        &self,
+        key: &CacheKey,
+        parsed: KeyRequest,
+        default_request: bool,
+    ) -> Option<Request> {
         let table = self.clients.load();
-        let current = table.get(&request.client.endpoint.name)?;
-        if Arc::ptr_eq(current, &request.client) {
-            return Some(request.clone());
+        let current = table.get(&parsed.client)?;
+        if current.fingerprint != parsed.fingerprint {
+            return None; // another endpoint, client id or DPoP key
         }
-        let same_request = current.fingerprint == request.client.fingerprint
-            && (request.shape.is_some() || current.default_key == request.key);
-        same_request.then(|| Request {
+        if default_request {
+            return (current.default_key == *key).then(|| self.default_request(current));
+        }
+        Some(Request {
             client: Arc::clone(current),
-            key: request.key.clone(),
-            shape: request.shape.clone(),
+            key: key.clone(),
+            shape: Some(Arc::new(parsed.shape)),
         })
     }
 
@@ -1415,20 +1445,17 @@ impl Inner {
         self.start(request, Mode::Background);
     }
 
-    /// The token currently cached for `request`, anchored.
-    pub(crate) async fn cached(&self, request: &Request) -> Option<ClientAccessToken> {
-        self.read_cache(request).await
+    /// The token currently cached under `key` (of the client `client`), anchored.
+    pub(crate) async fn cached(&self, key: &CacheKey, client: &str) -> Option<ClientAccessToken> {
+        self.read_cache_key(key, client).await
     }
 
-    /// Drops `request`'s token, because nobody used it for the idle window.
-    pub(crate) async fn evict_idle(&self, request: &Request) {
-        metrics::count(names::IDLE_EVICTIONS, &request.client.endpoint.name);
-        if let Err(error) = self.cache.delete(&request.key).await {
-            tracing::debug!(
-                client = %request.client.endpoint.name,
-                %error,
-                "could not drop an idle token"
-            );
+    /// Drops the token under `key` (of the client `client`), because nobody used it for the idle
+    /// window or its client no longer makes this request.
+    pub(crate) async fn evict_idle(&self, key: &CacheKey, client: &str) {
+        metrics::count(names::IDLE_EVICTIONS, client);
+        if let Err(error) = self.cache.delete(key).await {
+            tracing::debug!(client, %error, "could not drop an idle token");
         }
     }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use serde::{Deserialize, Serialize};
@@ -25,30 +25,72 @@ pub struct ClientAccessToken {
     inner: Arc<Inner>,
 }
 
+/// One per cached token, so kept compact (96 bytes): times in 8 bytes each, no `Option` tags.
 struct Inner {
     /// `<token type> <access token>`, marked sensitive. The token and its type are read back from
     /// it (one copy of the token per allocation, not three).
     authorization: HeaderValue,
-    /// Where the access token starts in `authorization` (the type's length plus the space).
-    token_start: u32,
-    expires_at: Option<SystemTime>,
-    refresh_at: Option<SystemTime>,
+    expires_at: WallTime,
+    refresh_at: WallTime,
     scope: Option<Box<str>>,
-    /// Deadlines on the service's clock; `None` for a token built with [`ClientAccessToken::new`]
-    /// that the service has not anchored yet.
-    deadlines: Option<Deadlines>,
+    /// Deadlines on the service's clock; [`Deadlines::UNANCHORED`] for a token built with
+    /// [`ClientAccessToken::new`] that the service has not anchored yet.
+    deadlines: Deadlines,
     /// When a caller last got this token (clock stamp, coarse): decides whether the background
     /// renewal keeps the key alive or lets it age out.
     last_used: AtomicU64,
 }
 
-/// A token's deadlines on the service clock.
+const _: () = assert!(size_of::<Inner>() <= 96);
+
+/// An optional wall-clock time in 8 bytes: nanoseconds since the Unix epoch, `i64::MIN` for none.
+/// Exact from 1677 to 2262; a time outside is kept as the nearest one inside (a token's times are
+/// its request's time plus at most ten years, see `endpoint.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct WallTime(i64);
+
+impl WallTime {
+    const NONE: i64 = i64::MIN;
+
+    fn new(at: Option<SystemTime>) -> Self {
+        let Some(at) = at else {
+            return Self(Self::NONE);
+        };
+        let nanos = match at.duration_since(UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+            Err(before) => {
+                i64::try_from(before.duration().as_nanos()).map_or(Self::NONE + 1, |nanos| -nanos)
+            }
+        };
+        Self(nanos)
+    }
+
+    fn get(self) -> Option<SystemTime> {
+        match self.0 {
+            Self::NONE => None,
+            nanos => Some(match u64::try_from(nanos) {
+                Ok(after) => UNIX_EPOCH + Duration::from_nanos(after),
+                Err(_) => UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs()),
+            }),
+        }
+    }
+}
+
+/// A token's deadlines on the service clock. `refresh` is never after `expiry`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Deadlines {
     /// From here on the token is due for renewal (still served while it has not expired).
     pub(crate) refresh: Stamp,
     /// From here on the token is never served (its expiry minus the safety margin).
     pub(crate) expiry: Stamp,
+}
+
+impl Deadlines {
+    /// No deadlines yet: refresh after expiry, which real deadlines never are (expired at once).
+    const UNANCHORED: Deadlines = Deadlines {
+        refresh: Stamp::NEVER,
+        expiry: Stamp::from_nanos(0),
+    };
 }
 
 /// Where a token stands at some moment.
@@ -144,8 +186,6 @@ impl ClientAccessToken {
         last_used: Stamp,
     ) -> Result<Self, InvalidToken> {
         let token_type = normalise_token_type(token_type)?;
-        let token_start =
-            u32::try_from(token_type.len() + 1).map_err(|_| InvalidToken::HeaderCharacters)?;
         // Exactly sized: the header's bytes then take over the buffer without another allocation.
         let mut header = String::with_capacity(token_type.len() + 1 + access_token.len());
         header.push_str(token_type);
@@ -158,11 +198,14 @@ impl ClientAccessToken {
         Ok(Self {
             inner: Arc::new(Inner {
                 authorization,
-                token_start,
-                expires_at,
-                refresh_at,
+                expires_at: WallTime::new(expires_at),
+                refresh_at: WallTime::new(refresh_at),
                 scope: scope.map(String::into_boxed_str),
-                deadlines,
+                // Held to `refresh <= expiry`, so that no deadlines are taken for none.
+                deadlines: deadlines.map_or(Deadlines::UNANCHORED, |d| Deadlines {
+                    refresh: d.refresh,
+                    expiry: d.expiry.max(d.refresh),
+                }),
                 last_used: AtomicU64::new(last_used.as_nanos()),
             }),
         })
@@ -173,7 +216,7 @@ impl ClientAccessToken {
     /// [`due_window_margin`]), never before the
     /// refresh deadline.
     pub(crate) fn anchored(&self, clock: &dyn Clock, safety_margin: Duration) -> Self {
-        if self.inner.deadlines.is_some() {
+        if self.deadlines().is_some() {
             return self.clone();
         }
         let now = clock.now();
@@ -185,13 +228,12 @@ impl ClientAccessToken {
                 Err(_) => now, // already past
             },
         };
-        let refresh = on_clock(self.inner.refresh_at.or(self.inner.expires_at));
-        let expiry = if let Some(expires_at) = self.inner.expires_at {
+        let (expires_at, refresh_at) = (self.expires_at(), self.refresh_at());
+        let refresh = on_clock(refresh_at.or(expires_at));
+        let expiry = if let Some(expires_at) = expires_at {
             // The renewal window from the token's own times (a deadline already past is clamped
             // to now on the clock, which would shrink it).
-            let window = self
-                .inner
-                .refresh_at
+            let window = refresh_at
                 .and_then(|refresh_at| expires_at.duration_since(refresh_at).ok())
                 .unwrap_or_default();
             on_clock(Some(expires_at))
@@ -204,11 +246,10 @@ impl ClientAccessToken {
         Self {
             inner: Arc::new(Inner {
                 authorization: inner.authorization.clone(),
-                token_start: inner.token_start,
                 expires_at: inner.expires_at,
                 refresh_at: inner.refresh_at,
                 scope: inner.scope.clone(),
-                deadlines: Some(Deadlines { refresh, expiry }),
+                deadlines: Deadlines { refresh, expiry },
                 last_used: AtomicU64::new(now.as_nanos()),
             }),
         }
@@ -216,13 +257,20 @@ impl ClientAccessToken {
 
     /// The access token itself. Secret: do not log it.
     pub fn access_token(&self) -> &str {
-        let start = self.inner.token_start as usize;
-        self.header_str(start..self.inner.authorization.len())
+        self.header_str(self.token_type_len() + 1..self.inner.authorization.len())
     }
 
     /// The token type, normalised (`Bearer` or `DPoP`).
     pub fn token_type(&self) -> &str {
-        self.header_str(0..self.inner.token_start as usize - 1)
+        self.header_str(0..self.token_type_len())
+    }
+
+    /// The length of the type the header starts with: one of two, told apart by the first letter.
+    fn token_type_len(&self) -> usize {
+        match self.inner.authorization.as_bytes().first() {
+            Some(b'D') => "DPoP".len(),
+            _ => "Bearer".len(),
+        }
     }
 
     /// Whether the token is bound to the client's DPoP key (`token_type` `DPoP`): every request
@@ -244,13 +292,13 @@ impl ClientAccessToken {
     /// When the token expires: when the request was sent plus `expires_in` (a lower bound, since the
     /// server counts from a later moment). `None` when the token service did not say.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        self.inner.expires_at
+        self.inner.expires_at.get()
     }
 
     /// When the service stops serving this token without renewing it (`None`: never, until it is
     /// deleted or rejected).
     pub fn refresh_at(&self) -> Option<SystemTime> {
-        self.inner.refresh_at
+        self.inner.refresh_at.get()
     }
 
     /// The scope the token service granted, when it said.
@@ -280,24 +328,28 @@ impl ClientAccessToken {
         StoredClientAccessToken {
             access_token: self.access_token().to_owned(),
             token_type: self.token_type().to_owned(),
-            expires_at: self.inner.expires_at,
-            refresh_at: self.inner.refresh_at,
+            expires_at: self.expires_at(),
+            refresh_at: self.refresh_at(),
             scope: self.inner.scope.as_deref().map(str::to_owned),
         }
     }
 
     pub(crate) fn deadlines(&self) -> Option<Deadlines> {
-        self.inner.deadlines
+        let deadlines = self.inner.deadlines;
+        (deadlines != Deadlines::UNANCHORED).then_some(deadlines)
     }
 
     /// Where the token stands at `now` (a token without deadlines counts as expired: it must be
-    /// anchored first).
+    /// anchored first). Expiry is compared first: unanchored, it is the clock's origin.
     #[inline]
     pub(crate) fn freshness_at(&self, now: Stamp) -> Freshness {
-        match &self.inner.deadlines {
-            Some(d) if now < d.refresh => Freshness::Fresh,
-            Some(d) if now < d.expiry => Freshness::Due,
-            _ => Freshness::Expired,
+        let deadlines = &self.inner.deadlines;
+        if now >= deadlines.expiry {
+            Freshness::Expired
+        } else if now < deadlines.refresh {
+            Freshness::Fresh
+        } else {
+            Freshness::Due
         }
     }
 
@@ -405,8 +457,8 @@ impl fmt::Debug for ClientAccessToken {
         f.debug_struct("ClientAccessToken")
             .field("access_token", &"<redacted>")
             .field("token_type", &self.token_type())
-            .field("expires_at", &self.inner.expires_at)
-            .field("refresh_at", &self.inner.refresh_at)
+            .field("expires_at", &self.expires_at())
+            .field("refresh_at", &self.refresh_at())
             .field("scope", &self.inner.scope)
             .finish()
     }
@@ -472,6 +524,76 @@ mod tests {
         assert_eq!(
             received(false).unwrap_err(),
             InvalidToken::UnsupportedType("DPoP".into())
+        );
+    }
+
+    #[test]
+    fn wall_times_keep_their_value_to_the_nanosecond() {
+        let now = SystemTime::now();
+        let times = [
+            None,
+            Some(UNIX_EPOCH),
+            Some(now),
+            Some(now + Duration::from_nanos(3_600_000_000_007)),
+            Some(UNIX_EPOCH - Duration::from_nanos(1_500_000_001)),
+            Some(UNIX_EPOCH + Duration::from_nanos(i64::MAX as u64)),
+        ];
+        for at in times {
+            assert_eq!(WallTime::new(at).get(), at);
+            let t = ClientAccessToken::new("t", None, at, at, None).unwrap();
+            assert_eq!((t.expires_at(), t.refresh_at()), (at, at));
+            assert_eq!(t.to_stored().expires_at, at);
+        }
+        // Beyond 2262: the latest time kept.
+        let far = UNIX_EPOCH + Duration::from_secs(400 * 365 * 24 * 3600);
+        assert_eq!(
+            WallTime::new(Some(far)).get(),
+            Some(UNIX_EPOCH + Duration::from_nanos(i64::MAX as u64))
+        );
+    }
+
+    #[test]
+    fn a_token_from_new_has_no_deadlines_and_a_received_one_has_its_own() {
+        let t = ClientAccessToken::new("t", None, None, None, None).unwrap();
+        assert_eq!(t.deadlines(), None);
+        for now in [0, 1, u64::MAX - 1, u64::MAX] {
+            assert_eq!(t.freshness_at(Stamp::from_nanos(now)), Freshness::Expired);
+        }
+        let received = |refresh: u64, expiry: u64| {
+            let deadlines = Deadlines {
+                refresh: Stamp::from_nanos(refresh),
+                expiry: Stamp::from_nanos(expiry),
+            };
+            let times = ReceivedTimes {
+                expires_at: None,
+                refresh_at: None,
+                deadlines,
+                received: Stamp::from_nanos(0),
+            };
+            let t = ClientAccessToken::received("t".into(), None, times, None, false).unwrap();
+            assert_eq!(t.deadlines(), Some(deadlines));
+            t
+        };
+        // Deadlines at the clock's origin are deadlines, not none.
+        assert_eq!(
+            received(0, 0).freshness_at(Stamp::from_nanos(0)),
+            Freshness::Expired
+        );
+        let t = received(10, 20);
+        let at = |n| t.freshness_at(Stamp::from_nanos(n));
+        assert_eq!(
+            (at(9), at(10), at(19), at(20)),
+            (
+                Freshness::Fresh,
+                Freshness::Due,
+                Freshness::Due,
+                Freshness::Expired
+            )
+        );
+        let never = received(u64::MAX, u64::MAX);
+        assert_eq!(
+            never.freshness_at(Stamp::from_nanos(u64::MAX - 1)),
+            Freshness::Fresh
         );
     }
 
