@@ -278,8 +278,7 @@ impl ClientAccessToken {
     pub fn is_dpop(&self) -> bool {
         // Bytes, not `token_type()`: this is asked on every request, and the UTF-8 check is not
         // needed to compare with an ASCII literal.
-        let token_type = self.inner.token_start as usize - 1;
-        &self.inner.authorization.as_bytes()[..token_type] == b"DPoP"
+        self.inner.authorization.as_bytes().starts_with(b"DPoP ")
     }
 
     /// A part of the header value. It was built from UTF-8 strings and is split at the ASCII space
