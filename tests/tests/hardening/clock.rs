@@ -5,10 +5,16 @@
 //! tokens look younger than they were), and deadlines were on tokio's `CLOCK_MONOTONIC`, which stops
 //! while the machine sleeps.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
 use serde_json::json;
-use token_mgmt::tokens::{AccessTokenManagementService, Clock};
+use token_mgmt::BoxError;
+use token_mgmt::tokens::{
+    AccessTokenManagementService, CacheKey, ClientAccessToken, ClientAccessTokenCache, Clock,
+    InMemoryClientAccessTokenCache, ManualClock,
+};
 use token_mgmt_tests::token_server::TokenServer;
 
 use crate::{get, manual_service, options_for};
@@ -104,4 +110,65 @@ async fn a_suspend_past_expiry_expires_the_token_though_no_tokio_time_passed() {
         tokio_start,
         "no tokio time passed"
     );
+}
+
+/// The in-memory cache, except that its next read can be made to return a token read earlier: what
+/// a caller holds when its thread is descheduled between reading the cache and reading the clock.
+#[derive(Default)]
+struct EarlierRead {
+    inner: InMemoryClientAccessTokenCache,
+    next_read: Mutex<Option<ClientAccessToken>>,
+}
+
+#[async_trait]
+impl ClientAccessTokenCache for EarlierRead {
+    async fn get(&self, key: &CacheKey) -> Result<Option<ClientAccessToken>, BoxError> {
+        let earlier = self.next_read.lock().unwrap().take();
+        match earlier {
+            Some(earlier) => Ok(Some(earlier)),
+            None => self.inner.get(key).await,
+        }
+    }
+    async fn set(&self, key: &CacheKey, token: ClientAccessToken) -> Result<(), BoxError> {
+        self.inner.set(key, token).await
+    }
+    async fn delete(&self, key: &CacheKey) -> Result<(), BoxError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// A caller read the cache, then its thread stood still while the clock moved past that token's
+/// expiry, its successor was stored and came due, and the successor's renewal started. The caller
+/// is served the successor (read again) instead of waiting for the renewal.
+#[tokio::test]
+async fn a_token_read_before_a_pause_and_expired_after_it_is_read_again_before_waiting() {
+    let server = TokenServer::start();
+    server.set_expires_in(Some(json!(3600)));
+    let mut options = options_for(&server, |_| {});
+    options.background_refresh = false;
+    let cache = Arc::new(EarlierRead::default());
+    let clock = Arc::new(ManualClock::new());
+    let service = AccessTokenManagementService::builder(options)
+        .cache(cache.clone())
+        .clock(clock.clone())
+        .build()
+        .expect("valid options");
+
+    let read_before_pause = get(&service).await;
+    clock.advance(2 * HOUR);
+    let successor = get(&service).await;
+    assert!(!successor.same_token(&read_before_pause));
+    // The successor comes due (3540 s): a call serves it and starts its renewal, held at the server.
+    clock.advance(Duration::from_secs(3550));
+    server.hold_all();
+    assert!(get(&service).await.ptr_eq(&successor));
+    server.wait_for_requests(3).await;
+
+    *cache.next_read.lock().unwrap() = Some(read_before_pause);
+    let token = tokio::time::timeout(Duration::from_secs(10), get(&service))
+        .await
+        .expect("served without waiting for the held renewal");
+    assert!(token.ptr_eq(&successor), "the successor, read again");
+    server.release();
+    assert_eq!(server.request_count(), 3);
 }

@@ -1022,7 +1022,13 @@ impl Inner {
         mode: Mode,
     ) -> Result<ClientAccessToken, TokenError> {
         if mode == Mode::Wait {
-            if let Some(token) = self.read_cache(&request).await {
+            // A token that is expired when the clock is read may have been replaced since it was
+            // read: this thread was descheduled in between, or the machine slept, while the
+            // renewal stored its successor. The cache is read once more before waiting for a flight.
+            for _ in 0..2 {
+                let Some(token) = self.read_cache(&request).await else {
+                    break;
+                };
                 let now = self.now();
                 match token.freshness_at(now) {
                     Freshness::Fresh => {
