@@ -651,7 +651,13 @@ impl Replay {
                 Some(Replay::Parts {
                     method: req.method().clone(),
                     url,
-                    headers: req.headers().clone(),
+                    // Most requests carry no headers of their own yet (reqwest adds its defaults
+                    // when it sends): an empty map is made, not copied.
+                    headers: if req.headers().is_empty() {
+                        HeaderMap::new()
+                    } else {
+                        req.headers().clone()
+                    },
                     version: req.version(),
                 })
             }
