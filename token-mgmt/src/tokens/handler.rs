@@ -505,7 +505,7 @@ impl ClientAccessTokenHandler {
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         // Taken before the token goes in; `None` for a streaming body, which cannot be replayed.
-        let replay = req.try_clone();
+        let replay = replay_copy(&req);
         let mut nonce_retry = true;
         let response = self
             .send(next, req, extensions, &token, &mut nonce_retry)
