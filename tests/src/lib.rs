@@ -3,6 +3,7 @@
 pub mod api_server;
 pub mod dpop_api;
 pub mod fault_server;
+pub mod h2_server;
 pub mod interop;
 pub mod logs;
 pub mod redis_server;

@@ -9,6 +9,7 @@ use reqwest_middleware::ClientWithMiddleware;
 use super::client::{HttpClient, Pipeline};
 use super::error::CreateClientError;
 use super::registration::HttpClientRegistration;
+use super::retry::ResendRefused;
 
 /// Collects the named client registrations; [`build`](Self::build) freezes them into a factory.
 ///
@@ -164,7 +165,7 @@ fn build_client(registration: &HttpClientRegistration) -> Result<HttpClient, Cre
                 name: name.to_owned(),
                 source,
             })?;
-    let chain = registration.chain();
+    let mut chain = registration.chain();
     let pipeline = match registration.sole_token_handler() {
         Some(handler) => Pipeline::TokenHandler {
             handler: Arc::clone(handler),
@@ -177,6 +178,8 @@ fn build_client(registration: &HttpClientRegistration) -> Result<HttpClient, Cre
         None if chain.is_empty() => Pipeline::Direct,
         None => Pipeline::Chain,
     };
+    // Last, so that a request sent through the chain is resent as reqwest's own policy would.
+    chain.push(Arc::new(ResendRefused));
     let client = ClientWithMiddleware::new(reqwest_client.clone(), chain);
     tracing::debug!(client = name, "built HTTP client");
     Ok(HttpClient::new(

@@ -34,6 +34,15 @@
 //! followed *below* the middleware chain (inside `reqwest::Client::execute`), so a header that a
 //! middleware set is also stripped before it can reach another origin.
 //!
+//! # Refused requests
+//!
+//! A request that an HTTP/2 server refused before processing it (`REFUSED_STREAM`, or a graceful
+//! `GOAWAY`) is sent again, at most twice, as reqwest's default retry policy does. The clients do
+//! it themselves, with reqwest's policy turned off: that policy copies every request before sending
+//! it, and the copy the token handler keeps for a 401 serves instead. A request with a streaming
+//! body is sent once. A `retry` policy set with [`HttpClientRegistration::configure_reqwest`]
+//! replaces the turned-off one and runs beneath these resends.
+//!
 //! This module knows nothing of the service container. It knows one middleware by its type, the
 //! token handler ([`HttpClientRegistration::set_token_handler`]): when that handler is a client's
 //! only middleware, requests call it directly instead of through reqwest-middleware's boxed chain,
@@ -46,6 +55,7 @@ mod options;
 mod registration;
 mod request;
 mod resolve;
+pub(crate) mod retry;
 
 pub use client::HttpClient;
 pub use error::{CreateClientError, HttpError, HttpOptionsError, InvalidUrlReason};

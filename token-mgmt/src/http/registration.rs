@@ -124,7 +124,8 @@ impl HttpClientRegistration {
 
     /// Adds a customisation of the underlying `reqwest::ClientBuilder` (TLS roots, proxies, HTTP/2
     /// settings, ...). It runs after the options are applied, so it can override them. Customisations
-    /// run in the order they were added.
+    /// run in the order they were added. The builder comes with reqwest's retry policy turned off:
+    /// the client resends refused requests itself (see [the module docs](super#refused-requests)).
     pub fn configure_reqwest<F>(&mut self, configure: F) -> &mut Self
     where
         F: Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync + 'static,
@@ -144,8 +145,9 @@ impl HttpClientRegistration {
 
     /// A `reqwest::ClientBuilder` with the options and customisations applied.
     pub(crate) fn reqwest_builder(&self) -> reqwest::ClientBuilder {
-        let mut builder =
-            crate::tls::client_builder().default_headers(self.options.sanitized_default_headers());
+        let mut builder = super::retry::without_reqwest_retries(
+            crate::tls::client_builder().default_headers(self.options.sanitized_default_headers()),
+        );
         if let Some(timeout) = self.options.timeout {
             builder = builder.timeout(timeout);
         }

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::Extensions;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use pin_project_lite::pin_project;
 use reqwest::{Body, Request, Response, StatusCode, Version};
 use serde::Serialize;
@@ -17,7 +17,8 @@ use url::Url;
 
 use super::client::{HttpClient, Pipeline};
 use super::error::{HttpError, InvalidUrlReason};
-use crate::tokens::Authorized;
+use super::retry;
+use crate::tokens::{Authorized, ClientAccessToken, Replay};
 
 /// A request being built by an [`HttpClient`] ([`get`](HttpClient::get), [`post`](HttpClient::post),
 /// [`request`](HttpClient::request), ...).
@@ -225,14 +226,17 @@ pin_project! {
     #[project_replace = StateReplace]
     enum State<P> {
         Start { builder: RequestBuilder },
-        /// reqwest is sending; `authorized` is set when the token handler authorized the request
-        /// itself, and is what a 401 needs.
+        /// reqwest is sending. `token` is set when the token handler authorized the request
+        /// itself (a 401 needs it); `replay` is what to send again after a 401 or a refusal
+        /// (`None` for a streaming body); `resent` counts the refusals sent again.
         Sending {
             #[pin]
             pending: P,
             client: HttpClient,
-            authorized: Option<Authorized>,
+            token: Option<ClientAccessToken>,
+            replay: Option<Replay>,
             extensions: Extensions,
+            resent: u8,
         },
         /// Any other case: the middleware chain, the token handler waiting for a token, a 401.
         Boxed { future: BoxedResponse },
@@ -262,22 +266,41 @@ where
                     }
                 }
                 StateProjection::Sending {
-                    pending,
-                    authorized,
+                    mut pending,
+                    client,
+                    token,
+                    replay,
+                    resent,
                     ..
                 } => {
-                    let response = ready!(pending.poll(cx));
+                    let response = ready!(pending.as_mut().poll(cx));
+                    if let Err(error) = &response
+                        && *resent < retry::MAX_RESENDS
+                        && retry::is_refused(error)
+                        && let Some(mut request) = replay.as_ref().and_then(Replay::to_request)
+                    {
+                        if let Some(token) = token {
+                            request
+                                .headers_mut()
+                                .insert(AUTHORIZATION, token.authorization_header());
+                        }
+                        *resent += 1;
+                        retry::log_resend(*resent);
+                        pending.set((this.execute)(client.pipeline().1, request));
+                        continue;
+                    }
                     // Every response but a 401 to a request the handler authorized is returned as
                     // it is: the state is dropped in place rather than moved out.
                     let unauthorized = matches!(&response, Ok(response)
-                        if response.status() == StatusCode::UNAUTHORIZED && authorized.is_some());
+                        if response.status() == StatusCode::UNAUTHORIZED && token.is_some());
                     if !unauthorized {
                         this.state.set(State::Done);
                         return Poll::Ready(response.map_err(reqwest_middleware::Error::Reqwest));
                     }
                     let StateReplace::Sending {
                         client,
-                        authorized,
+                        token,
+                        replay,
                         extensions,
                         ..
                     } = this.state.as_mut().project_replace(State::Done)
@@ -285,8 +308,9 @@ where
                         unreachable!("the state was Sending")
                     };
                     let response = response.map_err(reqwest_middleware::Error::Reqwest)?;
-                    match (authorized, client.token_handler()) {
-                        (Some(authorized), Some(handler)) => {
+                    match (token, client.token_handler()) {
+                        (Some(token), Some(handler)) => {
+                            let authorized = Authorized { token, replay };
                             let handler = Arc::clone(handler);
                             let future = Box::pin(async move {
                                 let mut extensions = extensions;
@@ -333,8 +357,8 @@ fn start<P>(
     } = builder;
     let mut request = build(&client, request)?;
     let (pipeline, reqwest, _) = client.pipeline();
-    let authorized = match pipeline {
-        Pipeline::Direct => None,
+    let (token, replay) = match pipeline {
+        Pipeline::Direct => (None, Replay::of(&request, provenance.shared_url)),
         Pipeline::TokenHandler {
             handler,
             base_allowed,
@@ -345,7 +369,7 @@ fn start<P>(
                 provenance.base && *base_allowed,
                 provenance.shared_url,
             )? {
-                Some(authorized) => Some(authorized),
+                Some(Authorized { token, replay }) => (Some(token), replay),
                 None => {
                     let handler = Arc::clone(handler);
                     let future = Box::pin(async move {
@@ -374,8 +398,10 @@ fn start<P>(
     state.set(State::Sending {
         pending,
         client,
-        authorized,
+        token,
+        replay,
         extensions,
+        resent: 0,
     });
     Ok(())
 }

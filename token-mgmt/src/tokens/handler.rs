@@ -18,6 +18,7 @@ use super::metrics::{self, names};
 use super::options::{TokenRequestParameters, UnauthorizedRenewal};
 use super::service::AccessTokenManagementService;
 use super::token::ClientAccessToken;
+use crate::http::retry::{self, copy_request};
 
 /// Request extension: the [`ClientAccessTokenHandler`] sends this request without a token (and does
 /// not ask for one).
@@ -505,7 +506,7 @@ impl ClientAccessTokenHandler {
             .await
             .map_err(reqwest_middleware::Error::middleware)?;
         // Taken before the token goes in; `None` for a streaming body, which cannot be replayed.
-        let replay = replay_copy(&req);
+        let replay = copy_request(&req);
         let mut nonce_retry = true;
         let response = self
             .send(next, req, extensions, &token, &mut nonce_retry)
@@ -641,7 +642,7 @@ pub(crate) enum Replay {
 impl Replay {
     /// What to keep of `req`; `None` if its body is a stream. `shared_url` is used when it is
     /// `req`'s URL.
-    fn of(req: &Request, shared_url: Option<Arc<Url>>) -> Option<Self> {
+    pub(crate) fn of(req: &Request, shared_url: Option<Arc<Url>>) -> Option<Self> {
         match shared_url {
             Some(url)
                 if req.body().is_none()
@@ -661,7 +662,25 @@ impl Replay {
                     version: req.version(),
                 })
             }
-            _ => replay_copy(req).map(Replay::Copy),
+            _ => copy_request(req).map(Replay::Copy),
+        }
+    }
+
+    /// A copy to send, keeping this one (`None` only if the body could no longer be copied).
+    pub(crate) fn to_request(&self) -> Option<Request> {
+        match self {
+            Replay::Copy(request) => copy_request(request),
+            Replay::Parts {
+                method,
+                url,
+                headers,
+                version,
+            } => {
+                let mut request = Request::new(method.clone(), Url::clone(url));
+                *request.headers_mut() = headers.clone();
+                *request.version_mut() = *version;
+                Some(request)
+            }
         }
     }
 
@@ -681,21 +700,6 @@ impl Replay {
             }
         }
     }
-}
-
-/// A copy of `req` to resend after a 401, or `None` if its body is a stream; for requests built by
-/// a `reqwest::RequestBuilder`, whose only extension is the request timeout.
-///
-/// `Request::try_clone` always allocates the copy's extension map to set its timeout, none or not (a
-/// hash map per request); a request without body or timeout, most of them, is copied here without.
-fn replay_copy(req: &Request) -> Option<Request> {
-    if req.body().is_some() || req.timeout().is_some() {
-        return req.try_clone();
-    }
-    let mut copy = Request::new(req.method().clone(), req.url().clone());
-    *copy.headers_mut() = req.headers().clone();
-    *copy.version_mut() = req.version();
-    Some(copy)
 }
 
 /// A request [`ClientAccessTokenHandler::authorize_now`] authorized.
@@ -761,15 +765,17 @@ impl Forward for Next<'_> {
     }
 }
 
-/// The network.
+/// The network (resending a request the server refused unprocessed, as reqwest's default policy
+/// would: token-mgmt's clients turn that policy off, see `crate::http::retry`).
 impl Forward for reqwest::Client {
-    fn forward<'a>(
+    async fn forward<'a>(
         &'a self,
         req: Request,
         _extensions: &'a mut Extensions,
-    ) -> impl Future<Output = reqwest_middleware::Result<Response>> + Send + 'a {
-        let response = self.execute(req);
-        async move { response.await.map_err(reqwest_middleware::Error::Reqwest) }
+    ) -> reqwest_middleware::Result<Response> {
+        retry::execute(self, req)
+            .await
+            .map_err(reqwest_middleware::Error::Reqwest)
     }
 }
 
@@ -846,7 +852,11 @@ mod tests {
             let shared = std::sync::Arc::new(request.url().clone());
             let other = std::sync::Arc::new(Url::parse("https://api.example/other").unwrap());
             for copy in [
-                super::replay_copy(&request).expect("no stream body"),
+                crate::http::retry::copy_request(&request).expect("no stream body"),
+                super::Replay::of(&request, Some(std::sync::Arc::clone(&shared)))
+                    .expect("no stream body")
+                    .to_request()
+                    .expect("no stream body"),
                 super::Replay::of(&request, Some(shared))
                     .expect("no stream body")
                     .into_request(),
