@@ -17,8 +17,10 @@ load=${CARGO_TARGET_DIR:-target}/release/load
 subjects=(
   "reqwest 0.13, fixed header (baseline)"
   "reqwest 0.12, fixed header"
-  "middle 0.5"
+  "middle 0.5 (BasicClientCredentialAuthorizer)"
   "oauth2 5 + tokio RwLock cache"
+  "middle 0.5, 100 s timeout"
+  "oauth2 5 + tokio RwLock cache, 100 s timeout"
   "token-mgmt (create_client per request)"
   "token-mgmt (client reused)"
   "token-mgmt without default timeout (client reused)"

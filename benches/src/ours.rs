@@ -155,6 +155,10 @@ async fn send(client: &HttpClient) -> Result<(), BoxError> {
 
 /// Our per-request subjects for `client_id`, cold (the first requests fetch the token):
 /// `create_client` on every request (the pattern the issue measures), and one client reused.
+/// The name of the subject of [`request_subjects`] whose client has no request timeout (every other
+/// one has the default 100 s).
+pub const WITHOUT_TIMEOUT: &str = "token-mgmt without default timeout (client reused)";
+
 pub async fn request_subjects(
     servers: &Servers,
     client_id: &str,
@@ -213,10 +217,7 @@ pub async fn request_subjects(
             per_request,
         ),
         ("token-mgmt (client reused)".to_owned(), reused),
-        (
-            "token-mgmt without default timeout (client reused)".to_owned(),
-            without_timeout,
-        ),
+        (WITHOUT_TIMEOUT.to_owned(), without_timeout),
         (
             "token-mgmt HttpClient, fixed header, no token handler".to_owned(),
             without_handler,

@@ -32,6 +32,7 @@ pub async fn middle_client(
     token_url: &Url,
     client_id: &str,
     url: &Url,
+    timeout: Option<Duration>,
 ) -> Result<RequestFn, BoxError> {
     let authorizer = middle::BasicClientCredentialAuthorizerBuilder::new(
         client_id,
@@ -41,7 +42,11 @@ pub async fn middle_client(
     .add_scope(SCOPE)
     .build()
     .await?;
-    let client = middle::HttpClient::new(authorizer).set_client(reqwest012::Client::new());
+    let mut http = reqwest012::Client::builder();
+    if let Some(timeout) = timeout {
+        http = http.timeout(timeout);
+    }
+    let client = middle::HttpClient::new(authorizer).set_client(http.build()?);
     let url = url.clone();
     Ok(request_fn(move || {
         let request = client.get(url.clone());
@@ -124,12 +129,17 @@ impl OAuth2RwLockPeer {
         Ok(authorization)
     }
 
-    /// Requests that `GET url` with a `reqwest` 0.13 client and this peer's token.
-    pub fn request_fn(&self, url: &Url) -> RequestFn {
+    /// Requests that `GET url` with a `reqwest` 0.13 client (with `timeout`, if any) and this
+    /// peer's token.
+    pub fn request_fn(&self, url: &Url, timeout: Option<Duration>) -> Result<RequestFn, BoxError> {
         let peer = self.clone();
-        let client = reqwest::Client::new();
+        let mut builder = reqwest::Client::builder();
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
+        let client = builder.build()?;
         let url = url.clone();
-        request_fn(move || {
+        Ok(request_fn(move || {
             let peer = peer.clone();
             let request = client.get(url.clone());
             async move {
@@ -143,7 +153,7 @@ impl OAuth2RwLockPeer {
                     .await?;
                 Ok(())
             }
-        })
+        }))
     }
 }
 
@@ -163,7 +173,7 @@ mod tests {
             .unwrap();
         let url = servers.api.data_url();
         runtime.block_on(async {
-            let middle = middle_client(&servers.token.url(), "middle", &url)
+            let middle = middle_client(&servers.token.url(), "middle", &url, None)
                 .await
                 .unwrap();
             let report = run_load(16, Limit::Requests(64), middle).await;
@@ -176,7 +186,8 @@ mod tests {
 
             let oauth2 = OAuth2RwLockPeer::new(&servers.token.url(), "oauth2")
                 .unwrap()
-                .request_fn(&url);
+                .request_fn(&url, Some(Duration::from_secs(100)))
+                .unwrap();
             let report = run_load(16, Limit::Requests(64), oauth2).await;
             assert_eq!(
                 (report.requests, report.errors),
