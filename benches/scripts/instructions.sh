@@ -30,8 +30,8 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$load" per-request \
     --requests "$2" --subject "$1" 2>&1 >/dev/null | sed -n 's/.*Collected : //p'
 }
-echo "| subject | instructions per request | vs baseline |"
-echo "| --- | --- | --- |"
+echo "| subject | instructions per request | vs baseline | spread of the $reps differences |"
+echo "| --- | --- | --- | --- |"
 baseline=
 for subject in "${subjects[@]}"; do
   samples=()
@@ -43,7 +43,8 @@ for subject in "${subjects[@]}"; do
   per=$(printf '%s\n' "${samples[@]}" | sort -n | sed -n "$(( (reps + 1) / 2 ))p")
   baseline=${baseline:-$per}
   ratio=$(python3 -c "print(f'{$per / $baseline:.3f}×')")
-  echo "| $subject | $per | $ratio |"
+  spread=$(printf '%s\n' "${samples[@]}" | sort -n | sed -n '1p;$p' | paste -sd '-' | sed 's/-/ – /')
+  echo "| $subject | $per | $ratio | $spread |"
 done
 echo
 echo "callgrind, $base and $((base + delta)) sequential requests per subject (differenced), median of $reps, $(date -u +%F)."
