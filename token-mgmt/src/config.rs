@@ -318,9 +318,7 @@ impl ConfigError {
             .join(".");
         let metadata = error.metadata.as_ref();
         // Only loading (no key asked for) reports a file as a whole.
-        if key.is_empty()
-            && let Some(file) = metadata.and_then(file_of)
-        {
+        if let Some(file) = metadata.and_then(file_of).filter(|_| key.is_empty()) {
             return Self::Malformed {
                 file: file.to_owned(),
                 source: reason(error.kind.to_string()),

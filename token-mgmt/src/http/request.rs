@@ -274,11 +274,13 @@ where
                     ..
                 } => {
                     let response = ready!(pending.as_mut().poll(cx));
-                    if let Err(error) = &response
-                        && *resent < retry::MAX_RESENDS
-                        && retry::is_refused(error)
-                        && let Some(mut request) = replay.as_ref().and_then(Replay::to_request)
-                    {
+                    let resend = match &response {
+                        Err(error) if *resent < retry::MAX_RESENDS && retry::is_refused(error) => {
+                            replay.as_ref().and_then(Replay::to_request)
+                        }
+                        _ => None,
+                    };
+                    if let Some(mut request) = resend {
                         if let Some(token) = token {
                             request
                                 .headers_mut()
