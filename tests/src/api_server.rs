@@ -37,12 +37,7 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts an API on `127.0.0.1` (OS-assigned port) that answers `200 ok` until told otherwise.
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("local address");
+        let (listener, addr) = crate::serve::loopback_listener();
         let shared = Arc::new(Shared {
             answer: Mutex::new((200, None)),
             seen: Mutex::new(Vec::new()),

@@ -42,32 +42,15 @@ pub struct H2Server {
 impl H2Server {
     /// Starts on `127.0.0.1` on a port the OS assigns.
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .expect("bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("local address");
+        let (listener, addr) = crate::serve::loopback_listener();
         let shared = Arc::new(Shared::default());
-        let (shutdown, stopped) = oneshot::channel::<()>();
         let state = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name(format!("h2-server-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("server runtime");
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    tokio::select! {
-                        _ = accept(listener, state) => {}
-                        _ = stopped => {}
-                    }
-                });
-            })
-            .expect("h2 server thread");
+        let shutdown = crate::serve::run_on_thread(
+            format!("h2-server-{}", addr.port()),
+            listener,
+            |listener| accept(listener, state),
+        )
+        .expect("h2 server thread");
         Self {
             addr,
             shared,

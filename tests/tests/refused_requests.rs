@@ -7,7 +7,7 @@
 //! Run with `cargo test -p token-mgmt-tests --test refused_requests`.
 
 use futures_util::stream;
-use token_mgmt::http::{HttpClient, HttpClientFactory};
+use token_mgmt::http::{HttpClient, HttpClientFactory, RequestBuilder};
 use token_mgmt::tokens::{
     AccessTokenManagementService, ClientAccessTokenHandler, SkipAccessToken, TokenRequestParameters,
 };
@@ -165,42 +165,43 @@ async fn a_streaming_body_cannot_be_copied_and_is_sent_once() {
     }
 }
 
+/// What a test adds to a request before sending it.
+type Extend = fn(RequestBuilder) -> RequestBuilder;
+
 #[tokio::test]
 async fn requests_the_handler_does_not_authorize_at_once_are_sent_again_too() {
     // Per-request parameters and a skipped token take the handler's boxed path, not the direct one.
     let api = H2Server::start();
     let token_server = TokenServer::start();
     let client = client(&api, &token_server, Pipeline::HandlerOnly);
+    let cases: [(&str, Extend, Option<&str>); 2] = [
+        (
+            "orders",
+            |request| {
+                request.with_extension(TokenRequestParameters {
+                    scope: Some("orders".into()),
+                    ..TokenRequestParameters::default()
+                })
+            },
+            Some("Bearer tok-1-orders-"),
+        ),
+        (
+            "public",
+            |request| request.with_extension(SkipAccessToken),
+            None,
+        ),
+    ];
 
-    api.refuse_next(1);
-    let response = client
-        .get("orders")
-        .with_extension(TokenRequestParameters {
-            scope: Some("orders".into()),
-            ..TokenRequestParameters::default()
-        })
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let streams = api.streams();
-    assert_eq!(streams.len(), 2);
-    assert_eq!(
-        streams[1].authorization.as_deref(),
-        Some("Bearer tok-1-orders-")
-    );
+    for (path, extend, authorization) in cases {
+        api.refuse_next(1);
+        let sent = api.streams().len();
+        let response = extend(client.get(path)).send().await.unwrap();
 
-    api.refuse_next(1);
-    let response = client
-        .get("public")
-        .with_extension(SkipAccessToken)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let streams = api.streams();
-    assert_eq!(streams.len(), 4);
-    assert_eq!(streams[3].authorization, None);
+        assert_eq!(response.status(), 200, "{path}");
+        let streams = api.streams();
+        assert_eq!(streams.len(), sent + 2, "sent, refused, sent again: {path}");
+        assert_eq!(streams[sent + 1].authorization.as_deref(), authorization);
+    }
 }
 
 #[tokio::test]

@@ -13,9 +13,10 @@
 use std::error::Error as _;
 
 use async_trait::async_trait;
-use http::Extensions;
-use reqwest::{Request, Response};
+use http::{Extensions, HeaderMap, Method};
+use reqwest::{Request, Response, Version};
 use reqwest_middleware::{Middleware, Next};
+use url::Url;
 
 /// How many times a refused request is resent, on top of the first attempt (reqwest's default).
 pub(crate) const MAX_RESENDS: u8 = 2;
@@ -52,10 +53,25 @@ pub(crate) fn copy_request(req: &Request) -> Option<Request> {
     if req.body().is_some() || req.timeout().is_some() {
         return req.try_clone();
     }
-    let mut copy = Request::new(req.method().clone(), req.url().clone());
-    *copy.headers_mut() = req.headers().clone();
-    *copy.version_mut() = req.version();
-    Some(copy)
+    Some(request_of(
+        req.method().clone(),
+        req.url().clone(),
+        req.headers().clone(),
+        req.version(),
+    ))
+}
+
+/// A request without body, timeout or extensions.
+pub(crate) fn request_of(
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    version: Version,
+) -> Request {
+    let mut request = Request::new(method, url);
+    *request.headers_mut() = headers;
+    *request.version_mut() = version;
+    request
 }
 
 /// Sends `request`, and sends it again (at most [`MAX_RESENDS`] times) while the server refuses it

@@ -18,7 +18,7 @@ use super::metrics::{self, names};
 use super::options::{TokenRequestParameters, UnauthorizedRenewal};
 use super::service::AccessTokenManagementService;
 use super::token::ClientAccessToken;
-use crate::http::retry::{self, copy_request};
+use crate::http::retry::{self, copy_request, request_of};
 
 /// Request extension: the [`ClientAccessTokenHandler`] sends this request without a token (and does
 /// not ask for one).
@@ -675,12 +675,12 @@ impl Replay {
                 url,
                 headers,
                 version,
-            } => {
-                let mut request = Request::new(method.clone(), Url::clone(url));
-                *request.headers_mut() = headers.clone();
-                *request.version_mut() = *version;
-                Some(request)
-            }
+            } => Some(request_of(
+                method.clone(),
+                Url::clone(url),
+                headers.clone(),
+                *version,
+            )),
         }
     }
 
@@ -692,12 +692,7 @@ impl Replay {
                 url,
                 headers,
                 version,
-            } => {
-                let mut request = Request::new(method, Url::clone(&url));
-                *request.headers_mut() = headers;
-                *request.version_mut() = version;
-                request
-            }
+            } => request_of(method, Url::clone(&url), headers, version),
         }
     }
 }
