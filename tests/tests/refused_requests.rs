@@ -42,6 +42,14 @@ impl reqwest_middleware::Middleware for Outer {
     }
 }
 
+/// An HTTP/2 API, a token server, and an HTTP/2 client of the API on `pipeline`.
+fn start(pipeline: Pipeline) -> (H2Server, TokenServer, HttpClient) {
+    let api = H2Server::start();
+    let token_server = TokenServer::start();
+    let client = client(&api, &token_server, pipeline);
+    (api, token_server, client)
+}
+
 fn client(api: &H2Server, token_server: &TokenServer, pipeline: Pipeline) -> HttpClient {
     let service = AccessTokenManagementService::new(options_for(token_server, |_| {})).unwrap();
     let mut builder = HttpClientFactory::builder();
@@ -71,9 +79,7 @@ fn expected_authorization(pipeline: Pipeline) -> Option<String> {
 #[tokio::test]
 async fn a_refused_request_is_sent_again_with_its_token_on_every_pipeline() {
     for pipeline in [Pipeline::HandlerOnly, Pipeline::Chain, Pipeline::NoHandler] {
-        let api = H2Server::start();
-        let token_server = TokenServer::start();
-        let client = client(&api, &token_server, pipeline);
+        let (api, token_server, client) = start(pipeline);
         api.refuse_next(1);
 
         let response = client.get("orders?page=2").send().await.unwrap();
@@ -104,9 +110,7 @@ async fn a_refused_request_is_sent_again_with_its_token_on_every_pipeline() {
 #[tokio::test]
 async fn a_request_refused_every_time_fails_after_two_resends() {
     for pipeline in [Pipeline::HandlerOnly, Pipeline::Chain, Pipeline::NoHandler] {
-        let api = H2Server::start();
-        let token_server = TokenServer::start();
-        let client = client(&api, &token_server, pipeline);
+        let (api, _token_server, client) = start(pipeline);
         api.refuse_next(usize::MAX);
 
         let error = client.get("orders").send().await.unwrap_err();
@@ -124,9 +128,7 @@ async fn a_request_refused_every_time_fails_after_two_resends() {
 #[tokio::test]
 async fn a_refused_request_with_a_body_is_sent_again_with_the_body() {
     for pipeline in [Pipeline::HandlerOnly, Pipeline::Chain, Pipeline::NoHandler] {
-        let api = H2Server::start();
-        let token_server = TokenServer::start();
-        let client = client(&api, &token_server, pipeline);
+        let (api, _token_server, client) = start(pipeline);
         api.refuse_next(1);
 
         let response = client
@@ -148,9 +150,7 @@ async fn a_refused_request_with_a_body_is_sent_again_with_the_body() {
 #[tokio::test]
 async fn a_streaming_body_cannot_be_copied_and_is_sent_once() {
     for pipeline in [Pipeline::HandlerOnly, Pipeline::Chain, Pipeline::NoHandler] {
-        let api = H2Server::start();
-        let token_server = TokenServer::start();
-        let client = client(&api, &token_server, pipeline);
+        let (api, _token_server, client) = start(pipeline);
         api.refuse_next(1);
         let chunks: Vec<Result<&'static str, std::io::Error>> = vec![Ok("a"), Ok("b")];
 
@@ -171,9 +171,7 @@ type Extend = fn(RequestBuilder) -> RequestBuilder;
 #[tokio::test]
 async fn requests_the_handler_does_not_authorize_at_once_are_sent_again_too() {
     // Per-request parameters and a skipped token take the handler's boxed path, not the direct one.
-    let api = H2Server::start();
-    let token_server = TokenServer::start();
-    let client = client(&api, &token_server, Pipeline::HandlerOnly);
+    let (api, _token_server, client) = start(Pipeline::HandlerOnly);
     let cases: [(&str, Extend, Option<&str>); 2] = [
         (
             "orders",
@@ -206,9 +204,7 @@ async fn requests_the_handler_does_not_authorize_at_once_are_sent_again_too() {
 
 #[tokio::test]
 async fn the_inner_middleware_client_sends_refused_requests_again() {
-    let api = H2Server::start();
-    let token_server = TokenServer::start();
-    let client = client(&api, &token_server, Pipeline::HandlerOnly);
+    let (api, _token_server, client) = start(Pipeline::HandlerOnly);
     api.refuse_next(1);
 
     let response = client
