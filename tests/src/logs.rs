@@ -21,6 +21,26 @@ impl CapturedLogs {
         (logs, tracing::subscriber::set_default(subscriber))
     }
 
+    /// Captures the events at `level` and above on every thread, for the rest of the process: the
+    /// process's global subscriber, set by the first call (later calls return the same capture).
+    /// For a test whose events may be emitted while other tests of its binary run: a thread's own
+    /// subscriber ([`capture`](Self::capture)) can miss events whose callsites another thread
+    /// registered first. Tell a test's events apart by something only it logs (a client name).
+    pub fn capture_global(level: tracing::Level) -> &'static Self {
+        static GLOBAL: std::sync::OnceLock<CapturedLogs> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let logs = Self::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .with_max_level(level)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            logs
+        })
+    }
+
     /// What was logged so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()

@@ -12,6 +12,7 @@ use token_mgmt::tokens::{
     AccessTokenManagementService, ClientAccessTokenHandler, SkipAccessToken, TokenRequestParameters,
 };
 use token_mgmt_tests::h2_server::H2Server;
+use token_mgmt_tests::logs::CapturedLogs;
 use token_mgmt_tests::token_server::TokenServer;
 use token_mgmt_tests::{CLIENT, options_for};
 
@@ -51,9 +52,19 @@ fn start(pipeline: Pipeline) -> (H2Server, TokenServer, HttpClient) {
 }
 
 fn client(api: &H2Server, token_server: &TokenServer, pipeline: Pipeline) -> HttpClient {
+    client_named(api, token_server, pipeline, "api")
+}
+
+/// The HTTP client `name`, on `pipeline`.
+fn client_named(
+    api: &H2Server,
+    token_server: &TokenServer,
+    pipeline: Pipeline,
+    name: &str,
+) -> HttpClient {
     let service = AccessTokenManagementService::new(options_for(token_server, |_| {})).unwrap();
     let mut builder = HttpClientFactory::builder();
-    let registration = builder.register("api");
+    let registration = builder.register(name);
     registration.options_mut().base_address = Some(api.url());
     registration.configure_reqwest(|builder| builder.http2_prior_knowledge());
     let handler = ClientAccessTokenHandler::new(service, CLIENT).with_allowed_origin(&api.url());
@@ -66,7 +77,7 @@ fn client(api: &H2Server, token_server: &TokenServer, pipeline: Pipeline) -> Htt
         }
         Pipeline::NoHandler => {}
     }
-    builder.build().create_client("api").unwrap()
+    builder.build().create_client(name).unwrap()
 }
 
 fn expected_authorization(pipeline: Pipeline) -> Option<String> {
@@ -218,4 +229,38 @@ async fn the_inner_middleware_client_sends_refused_requests_again() {
     let streams = api.streams();
     assert_eq!(streams.len(), 2);
     assert_eq!(streams[1].authorization.as_deref(), Some(TOKEN));
+}
+
+#[tokio::test]
+async fn a_resend_is_logged_with_the_client_name_and_neither_url_nor_token() {
+    let logs = CapturedLogs::capture_global(tracing::Level::DEBUG);
+    for (pipeline, name) in [
+        (Pipeline::HandlerOnly, "log-probe-direct"),
+        (Pipeline::Chain, "log-probe-chain"),
+        (Pipeline::NoHandler, "log-probe-plain"),
+    ] {
+        let api = H2Server::start();
+        let token_server = TokenServer::start();
+        let client = client_named(&api, &token_server, pipeline, name);
+        api.refuse_next(1);
+
+        let response = client.get("orders?api_key=query-secret").send().await;
+
+        assert_eq!(response.unwrap().status(), 200, "{pipeline:?}");
+        // This test's lines: the other tests of this binary log too.
+        let text = logs.text();
+        let ours: Vec<&str> = text.lines().filter(|line| line.contains(name)).collect();
+        let resends: Vec<&&str> = ours
+            .iter()
+            .filter(|line| line.contains("sending it again"))
+            .collect();
+        assert_eq!(resends.len(), 1, "{pipeline:?}: {ours:#?}");
+        assert!(resends[0].contains("attempt=1"), "{}", resends[0]);
+        for secret in ["query-secret", "tok-1", "/orders"] {
+            assert!(
+                ours.iter().all(|line| !line.contains(secret)),
+                "{pipeline:?}: {secret} logged in:\n{ours:#?}"
+            );
+        }
+    }
 }

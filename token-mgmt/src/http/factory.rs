@@ -179,7 +179,7 @@ fn build_client(registration: &HttpClientRegistration) -> Result<HttpClient, Cre
         None => Pipeline::Chain,
     };
     // Last, so that a request sent through the chain is resent as reqwest's own policy would.
-    chain.push(Arc::new(ResendRefused));
+    chain.push(Arc::new(ResendRefused(name.to_owned())));
     let client = ClientWithMiddleware::new(reqwest_client.clone(), chain);
     tracing::debug!(client = name, "built HTTP client");
     Ok(HttpClient::new(

@@ -287,7 +287,7 @@ where
                                 .insert(AUTHORIZATION, token.authorization_header());
                         }
                         *resent += 1;
-                        retry::log_resend(*resent);
+                        retry::log_resend(client.name(), *resent);
                         pending.set((this.execute)(client.pipeline().1, request));
                         continue;
                     }
@@ -316,10 +316,9 @@ where
                             let handler = Arc::clone(handler);
                             let future = Box::pin(async move {
                                 let mut extensions = extensions;
-                                let reqwest = client.pipeline().1;
                                 handler
                                     .after_unauthorized(
-                                        reqwest,
+                                        &client,
                                         authorized.rejected(response),
                                         handler.parameters(),
                                         &mut extensions,
@@ -375,9 +374,8 @@ fn start<P>(
                 None => {
                     let handler = Arc::clone(handler);
                     let future = Box::pin(async move {
-                        let reqwest = client.pipeline().1;
                         handler
-                            .handle_request(request, &mut extensions, reqwest)
+                            .handle_request(request, &mut extensions, &client)
                             .await
                     });
                     state.set(State::Boxed { future });

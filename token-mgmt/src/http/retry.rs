@@ -16,6 +16,9 @@ use async_trait::async_trait;
 use http::{Extensions, HeaderMap, Method};
 use reqwest::{Request, Response, Version};
 use reqwest_middleware::{Middleware, Next};
+
+use super::client::HttpClient;
+use crate::tokens::Forward;
 use url::Url;
 
 /// How many times a refused request is resent, on top of the first attempt (reqwest's default).
@@ -74,10 +77,26 @@ pub(crate) fn request_of(
     request
 }
 
-/// Sends `request`, and sends it again (at most [`MAX_RESENDS`] times) while the server refuses it
-/// unprocessed. A request with a streaming body is sent once.
-pub(crate) async fn execute(
+/// The network, for the token handler's own paths (waiting for a token, per-request parameters,
+/// a 401): reqwest, with the resends.
+impl Forward for HttpClient {
+    async fn forward<'a>(
+        &'a self,
+        req: Request,
+        _extensions: &'a mut Extensions,
+    ) -> reqwest_middleware::Result<Response> {
+        execute(self.pipeline().1, self.name(), req)
+            .await
+            .map_err(reqwest_middleware::Error::Reqwest)
+    }
+}
+
+/// Sends `request` with `client`, the reqwest client of the `HttpClient` named `name`, and sends it
+/// again (at most [`MAX_RESENDS`] times) while the server refuses it unprocessed. A request with a
+/// streaming body is sent once.
+async fn execute(
     client: &reqwest::Client,
+    name: &str,
     request: Request,
 ) -> reqwest::Result<Response> {
     let mut copy = copy_request(&request);
@@ -91,7 +110,7 @@ pub(crate) async fn execute(
                 };
                 copy = copy_request(&request);
                 resent += 1;
-                log_resend(resent);
+                log_resend(name, resent);
                 response = client.execute(request).await;
             }
             response => return response,
@@ -99,18 +118,20 @@ pub(crate) async fn execute(
     }
 }
 
-/// Logs a resend (not the error: it names the URL, whose query may carry credentials).
-pub(crate) fn log_resend(attempt: u8) {
+/// Logs a resend by the client named `client` (not the error: it names the URL, whose query may
+/// carry credentials).
+pub(crate) fn log_resend(client: &str, attempt: u8) {
     tracing::debug!(
+        client,
         attempt,
         "the server refused the request before processing it; sending it again"
     );
 }
 
 /// The last middleware of every client's reqwest-middleware chain (reqwest-middleware then calls
-/// reqwest): [`execute`]'s resends for requests sent through the chain.
+/// reqwest): [`execute`]'s resends for requests sent through the chain. Holds the client's name.
 #[derive(Debug)]
-pub(crate) struct ResendRefused;
+pub(crate) struct ResendRefused(pub(crate) String);
 
 #[async_trait]
 impl Middleware for ResendRefused {
@@ -133,7 +154,7 @@ impl Middleware for ResendRefused {
                     };
                     copy = copy_request(&request);
                     resent += 1;
-                    log_resend(resent);
+                    log_resend(&self.0, resent);
                     response = next.clone().run(request, extensions).await;
                 }
                 response => return response,

@@ -18,7 +18,7 @@ use super::metrics::{self, names};
 use super::options::{TokenRequestParameters, UnauthorizedRenewal};
 use super::service::AccessTokenManagementService;
 use super::token::ClientAccessToken;
-use crate::http::retry::{self, copy_request, request_of};
+use crate::http::retry::{copy_request, request_of};
 
 /// Request extension: the [`ClientAccessTokenHandler`] sends this request without a token (and does
 /// not ask for one).
@@ -757,20 +757,6 @@ impl Forward for Next<'_> {
         extensions: &'a mut Extensions,
     ) -> impl Future<Output = reqwest_middleware::Result<Response>> + Send + 'a {
         self.clone().run(req, extensions)
-    }
-}
-
-/// The network (resending a request the server refused unprocessed, as reqwest's default policy
-/// would: token-mgmt's clients turn that policy off, see `crate::http::retry`).
-impl Forward for reqwest::Client {
-    async fn forward<'a>(
-        &'a self,
-        req: Request,
-        _extensions: &'a mut Extensions,
-    ) -> reqwest_middleware::Result<Response> {
-        retry::execute(self, req)
-            .await
-            .map_err(reqwest_middleware::Error::Reqwest)
     }
 }
 

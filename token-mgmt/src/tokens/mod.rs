@@ -69,7 +69,7 @@ pub use dpop::{DPOP_HEADER, DPOP_NONCE_HEADER, DpopError, DpopKey, USE_DPOP_NONC
 pub use error::{
     LastFailure, MAX_ERROR_CODE_CHARS, MAX_ERROR_DESCRIPTION_CHARS, OptionsError, TokenError,
 };
-pub(crate) use handler::{Authorized, Replay};
+pub(crate) use handler::{Authorized, Forward, Replay};
 pub use handler::{ClientAccessTokenHandler, ForeignOriginError, SkipAccessToken};
 pub use metrics::names as metric_names;
 pub use options::{
