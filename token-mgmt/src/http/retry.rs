@@ -16,10 +16,10 @@ use async_trait::async_trait;
 use http::{Extensions, HeaderMap, Method};
 use reqwest::{Request, Response, Version};
 use reqwest_middleware::{Middleware, Next};
+use url::Url;
 
 use super::client::HttpClient;
 use crate::tokens::Forward;
-use url::Url;
 
 /// How many times a refused request is resent, on top of the first attempt (reqwest's default).
 pub(crate) const MAX_RESENDS: u8 = 2;
