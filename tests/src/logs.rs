@@ -13,11 +13,7 @@ impl CapturedLogs {
     /// returned guard is dropped.
     pub fn capture(level: tracing::Level) -> (Self, DefaultGuard) {
         let logs = Self::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .with_max_level(level)
-            .finish();
+        let subscriber = logs.subscriber(level);
         (logs, tracing::subscriber::set_default(subscriber))
     }
 
@@ -30,15 +26,19 @@ impl CapturedLogs {
         static GLOBAL: std::sync::OnceLock<CapturedLogs> = std::sync::OnceLock::new();
         GLOBAL.get_or_init(|| {
             let logs = Self::default();
-            let subscriber = tracing_subscriber::fmt()
-                .with_writer(logs.clone())
-                .with_ansi(false)
-                .with_max_level(level)
-                .finish();
-            tracing::subscriber::set_global_default(subscriber)
+            tracing::subscriber::set_global_default(logs.subscriber(level))
                 .expect("no other global subscriber in this test binary");
             logs
         })
+    }
+
+    /// A fmt subscriber writing the events at `level` and above here, without colours.
+    fn subscriber(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync {
+        tracing_subscriber::fmt()
+            .with_writer(self.clone())
+            .with_ansi(false)
+            .with_max_level(level)
+            .finish()
     }
 
     /// What was logged so far.

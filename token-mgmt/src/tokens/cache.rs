@@ -72,6 +72,23 @@ impl CacheKey {
         Self::new(s.finish())
     }
 
+    /// [`for_request`](Self::for_request) for a request of this shape.
+    pub(crate) fn for_shape(
+        prefix: &str,
+        client: &str,
+        fingerprint: &str,
+        shape: &RequestShape,
+    ) -> Self {
+        Self::for_request(
+            prefix,
+            client,
+            fingerprint,
+            shape.scope.as_deref(),
+            &shape.resources,
+            &shape.parameters,
+        )
+    }
+
     /// The request a key made by [`for_request`](Self::for_request) with this `prefix` stands for:
     /// its inverse. `None` for a key it did not make. The renewal schedule keeps only the key and
     /// recovers the request from it when a token comes due (a copy of every scoped request's
@@ -395,14 +412,7 @@ mod tests {
 
     /// Makes the key of this request with `prefix` and checks that it parses back into it.
     fn round_trip(prefix: &str, client: &str, fingerprint: &str, shape: RequestShape) {
-        let key = CacheKey::for_request(
-            prefix,
-            client,
-            fingerprint,
-            shape.scope.as_deref(),
-            &shape.resources,
-            &shape.parameters,
-        );
+        let key = CacheKey::for_shape(prefix, client, fingerprint, &shape);
         let expected = KeyRequest {
             client: client.to_owned(),
             fingerprint: fingerprint.to_owned(),

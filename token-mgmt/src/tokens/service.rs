@@ -214,7 +214,7 @@ impl ClientState {
         let key_prefix = context.key_prefix;
         // A DPoP client's tokens are bound to its key: the key's thumbprint is part of every key.
         let fingerprint = endpoint.with_dpop_thumbprint(identity);
-        let default_key = key_for(key_prefix, name, &fingerprint, &default_shape);
+        let default_key = CacheKey::for_shape(key_prefix, name, &fingerprint, &default_shape);
         Self {
             endpoint,
             fingerprint,
@@ -766,17 +766,6 @@ fn forced(parameters: &TokenRequestParameters) -> Mode {
     }
 }
 
-fn key_for(prefix: &str, client: &str, fingerprint: &str, shape: &RequestShape) -> CacheKey {
-    CacheKey::for_request(
-        prefix,
-        client,
-        fingerprint,
-        shape.scope.as_deref(),
-        &shape.resources,
-        &shape.parameters,
-    )
-}
-
 impl ClientState {
     /// The request for these per-call parameters: their scope / resources replace the client's, their
     /// extra parameters are added to the client's (overriding a parameter of the same name).
@@ -966,7 +955,7 @@ impl Inner {
         let shape = client.shape_for(parameters)?;
         Ok(Request {
             client: Arc::clone(client),
-            key: key_for(
+            key: CacheKey::for_shape(
                 &self.key_prefix,
                 &client.endpoint.name,
                 &client.fingerprint,
